@@ -1,0 +1,323 @@
+"""``focus-files``: FOCUS 1.0-1.3 billing files (CSV, CSV.gz or Parquet) from any provider."""
+
+from __future__ import annotations
+
+import glob
+import io
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import polars as pl
+from pydantic import Field, model_validator
+
+from collector.base import Collected, CollectorContext, SourceSettings, register
+from collector.parsing import (
+    blank_to_null,
+    canonical_enum,
+    canonical_tags,
+    parse_money,
+    parse_timestamp,
+    rejects_from,
+)
+from gpucost.contracts import (
+    BILLING,
+    FOCUS_MONEY_COLUMNS,
+    FOCUS_QUANTITY_COLUMNS,
+    FOCUS_TIME_COLUMNS,
+)
+from gpucost.errors import CollectorError
+from gpucost.window import Window
+
+logger = logging.getLogger(__name__)
+
+# FOCUS 1.0 section 3 "Columns": the allowed values of the enumerated columns gpucost relies on.
+FOCUS_ENUMS: dict[str, tuple[str, ...]] = {
+    "ChargeCategory": ("Usage", "Purchase", "Tax", "Credit", "Adjustment"),
+    "ChargeFrequency": ("One-Time", "Recurring", "Usage-Based"),
+    "ChargeClass": ("Correction",),
+    "PricingCategory": ("Standard", "Dynamic", "Committed", "Other"),
+    "CommitmentDiscountStatus": ("Used", "Unused"),
+    "CommitmentDiscountCategory": ("Spend", "Usage"),
+    "CapacityReservationStatus": ("Used", "Unused"),
+}
+STRICT_ENUMS = ("ChargeCategory",)
+"""Enumerations whose unknown values are rejected: the allocator decides by them."""
+
+MANDATORY = (
+    "BilledCost",
+    "EffectiveCost",
+    "BillingCurrency",
+    "ChargeCategory",
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+)
+"""Columns without which a FOCUS file cannot be allocated (all mandatory in FOCUS 1.0)."""
+NOT_NULL_VALUES = ("BilledCost", "BillingCurrency", "ChargePeriodStart", "ChargePeriodEnd")
+PROVIDER_COLUMNS = ("ProviderName", "ServiceProviderName")
+"""FOCUS 1.3 deprecates ProviderName for ServiceProviderName; a file must carry one of them."""
+
+
+class FocusFilesSettings(SourceSettings):
+    """Settings of a ``focus-files`` source."""
+
+    path: str = Field(
+        description="Local glob (relative to the working directory) or s3://bucket/prefix/glob."
+    )
+    format: Literal["auto", "csv", "parquet"] = Field(
+        default="auto", description="File format; 'auto' decides by extension."
+    )
+
+    @model_validator(mode="after")
+    def _files_exist(self) -> FocusFilesSettings:
+        if "://" not in self.path and not glob.glob(self.path, recursive=True):
+            raise ValueError(f"path {self.path!r} matches no file")
+        return self
+
+
+@dataclass(frozen=True)
+class FileReadResult:
+    """Rows and rejects of one file."""
+
+    frame: pl.DataFrame
+    rejects: pl.DataFrame
+    dropped_columns: list[str] = field(default_factory=list)
+
+
+@register("focus-files")
+class FocusFiles:
+    """Reads FOCUS 1.0-1.3 billing exports (CSV, gzip CSV, Parquet) into the billing table.
+
+    Tolerates what real exports contain: ``NULL`` and empty strings as null, timestamps without
+    a zone (UTC) or with ``T``/``Z``, Tags as JSON with stray spaces in keys, enum spelling
+    variants (``Usage-based``), negative costs (credits). Money is parsed to Decimal exactly.
+    Rows that cannot be read are returned as rejects naming file, row and field.
+
+    ```toml
+    [[sources]]
+    name = "finance-focus"
+    kind = "focus-files"
+    path = "exports/focus/*.csv"     # or "s3://billing-bucket/focus/2024-09/*.parquet"
+    format = "auto"                  # auto | csv | parquet
+    schedule = "0 3 * * *"
+    ```
+    """
+
+    output_tables: ClassVar[tuple[str, ...]] = ("billing",)
+    Settings: ClassVar[type[SourceSettings]] = FocusFilesSettings
+
+    def __init__(
+        self,
+        name: str,
+        path: str,
+        *,
+        file_format: Literal["auto", "csv", "parquet"] = "auto",
+        s3_client: Any | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.name = name
+        self.path = path
+        self.file_format = file_format
+        self.s3_client = s3_client
+        self.clock = clock
+
+    @classmethod
+    def from_settings(cls, settings: SourceSettings, context: CollectorContext) -> FocusFiles:
+        """Build from a ``[[sources]]`` entry."""
+        assert isinstance(settings, FocusFilesSettings)
+        s3_client = None
+        if settings.path.startswith("s3://"):
+            session = context.boto3_session()
+            s3_client = session.client(
+                "s3", endpoint_url=context.storage_options.get("aws_endpoint_url")
+            )
+        path = settings.path
+        if "://" not in path and not Path(path).is_absolute():
+            path = str(context.working_dir / path)
+        return cls(
+            settings.name,
+            path,
+            file_format=settings.format,
+            s3_client=s3_client,
+            clock=context.clock,
+        )
+
+    def collect(self, window: Window) -> Collected:
+        """Read every matching file; rows of the window are returned, others are counted."""
+        files = self._list_files()
+        if not files:
+            raise CollectorError(self.name, f"{self.path} matches no file")
+        ingested_at = self.clock()
+        frames, rejects, dropped = [], [], set()
+        for file in files:
+            result = read_focus_file(
+                file, self._read_bytes(file), self.name, ingested_at, file_format=self.file_format
+            )
+            frames.append(result.frame)
+            rejects.append(result.rejects)
+            dropped.update(result.dropped_columns)
+        rows = pl.concat(frames) if frames else BILLING.empty()
+        in_window = rows.filter(window.contains(pl.col("ChargePeriodStart").dt.date()))
+        notes: dict[str, Any] = {
+            "files": files,
+            "rows_read": rows.height,
+            "rows_outside_window": rows.height - in_window.height,
+        }
+        if dropped:
+            notes["columns_not_kept"] = sorted(dropped)
+        return Collected({"billing": in_window}, pl.concat(rejects), notes)
+
+    def _list_files(self) -> list[str]:
+        if self.path.startswith("s3://"):
+            return _list_s3(self._s3(), self.path)
+        return sorted(glob.glob(self.path, recursive=True))
+
+    def _read_bytes(self, file: str) -> bytes:
+        if file.startswith("s3://"):
+            bucket, _, key = file.removeprefix("s3://").partition("/")
+            try:
+                body: bytes = self._s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+            except Exception as error:  # botocore raises many classes; name the file instead.
+                raise CollectorError(self.name, f"cannot read {file}: {error}") from error
+            return body
+        try:
+            return Path(file).read_bytes()
+        except OSError as error:
+            raise CollectorError(self.name, f"cannot read {file}: {error.strerror}") from error
+
+    def _s3(self) -> Any:
+        if self.s3_client is None:
+            import boto3
+
+            self.s3_client = boto3.client("s3")
+        return self.s3_client
+
+
+def _list_s3(client: Any, url: str) -> list[str]:
+    """Objects of an ``s3://bucket/prefix/glob`` URL (a URL without wildcards names one key)."""
+    import fnmatch
+
+    bucket, _, pattern = url.removeprefix("s3://").partition("/")
+    prefix = pattern.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
+    keys: list[str] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(item["Key"] for item in page.get("Contents", []))
+    return [f"s3://{bucket}/{key}" for key in sorted(keys) if fnmatch.fnmatchcase(key, pattern)]
+
+
+def read_focus_file(
+    file: str,
+    data: bytes,
+    source: str,
+    ingested_at: datetime,
+    *,
+    file_format: Literal["auto", "csv", "parquet"] = "auto",
+) -> FileReadResult:
+    """Parse one FOCUS file's bytes into billing rows and rejects (pure; no I/O)."""
+    raw = _read_as_text(file, data, file_format)
+    raw = raw.rename({name: name.strip() for name in raw.columns})
+    if "ServiceProviderName" not in raw.columns and "ProviderName" in raw.columns:
+        raw = raw.with_columns(pl.col("ProviderName").alias("ServiceProviderName"))
+    if "ProviderName" not in raw.columns and "ServiceProviderName" in raw.columns:
+        raw = raw.with_columns(pl.col("ServiceProviderName").alias("ProviderName"))
+    missing = [name for name in MANDATORY if name not in raw.columns]
+    if not any(name in raw.columns for name in PROVIDER_COLUMNS):
+        missing.append("ProviderName or ServiceProviderName")
+    if missing:
+        raise CollectorError(
+            source, f"{file}: mandatory FOCUS columns missing: {', '.join(missing)}"
+        )
+    known = set(BILLING.column_names) - {"x_Source", "x_IngestedAt"}
+    dropped = sorted(name for name in raw.columns if name not in known)
+    raw = raw.select([name for name in raw.columns if name in known])
+    raw = raw.with_columns([blank_to_null(name) for name in raw.columns]).with_row_index(
+        "__row", offset=1
+    )
+
+    conversions: list[pl.Expr] = []
+    reason_columns: dict[str, str] = {}
+    for name in raw.columns:
+        if name in FOCUS_MONEY_COLUMNS or name in FOCUS_QUANTITY_COLUMNS:
+            value, reason = parse_money(name)
+        elif name in FOCUS_TIME_COLUMNS:
+            value, reason = parse_timestamp(name)
+        else:
+            continue
+        conversions += [value.alias(f"__value_{name}"), reason.alias(f"__reason_{name}")]
+        reason_columns[name] = f"__reason_{name}"
+    for name in NOT_NULL_VALUES:
+        conversions.append(
+            pl.when(pl.col(name).is_null())
+            .then(pl.lit("missing value in a mandatory column"))
+            .alias(f"__missing_{name}")
+        )
+    converted = raw.with_columns(conversions)
+    # A mandatory value is bad when it is absent or when it does not parse.
+    converted = converted.with_columns(
+        pl.coalesce(f"__missing_{name}", reason_columns.get(name, f"__missing_{name}")).alias(
+            f"__check_{name}"
+        )
+        for name in NOT_NULL_VALUES
+    )
+    reason_columns.update({name: f"__check_{name}" for name in NOT_NULL_VALUES})
+
+    enum_fixes = [
+        canonical_enum(name, allowed).alias(name)
+        for name, allowed in FOCUS_ENUMS.items()
+        if name in converted.columns
+    ]
+    converted = converted.with_columns(enum_fixes)
+    for name in STRICT_ENUMS:
+        allowed = list(FOCUS_ENUMS[name])
+        converted = converted.with_columns(
+            pl.when(pl.col(name).is_not_null() & ~pl.col(name).is_in(allowed))
+            .then(pl.lit(f"not a FOCUS {name} (allowed: {', '.join(allowed)})"))
+            .alias(f"__enum_{name}")
+        )
+        reason_columns[f"{name}"] = f"__enum_{name}"
+
+    if "Tags" in converted.columns:
+        tags, tag_reasons = canonical_tags(converted["Tags"])
+        converted = converted.with_columns(
+            tags.alias("__value_Tags"), tag_reasons.alias("__reason_Tags")
+        )
+        reason_columns["Tags"] = "__reason_Tags"
+
+    rejects = rejects_from(converted, reason_columns, file=file, row_column="__row")
+    bad_rows = rejects["row"].unique()
+    good = converted.filter(~pl.col("__row").is_in(bad_rows.implode()))
+    values = [
+        pl.col(f"__value_{name}").alias(name) if f"__value_{name}" in good.columns else pl.col(name)
+        for name in raw.columns
+        if name != "__row"
+    ]
+    billing = good.select(values).with_columns(
+        pl.lit(source).alias("x_Source"),
+        pl.lit(ingested_at).cast(pl.Datetime("us", "UTC")).alias("x_IngestedAt"),
+    )
+    return FileReadResult(BILLING.conform(billing, source), rejects, dropped)
+
+
+def _read_as_text(file: str, data: bytes, file_format: str) -> pl.DataFrame:
+    """Every column as text, so parsing (and its errors) stays in our hands."""
+    kind = file_format
+    if kind == "auto":
+        kind = "parquet" if file.lower().endswith((".parquet", ".pq")) else "csv"
+    if kind == "parquet":
+        frame = pl.read_parquet(io.BytesIO(data))
+        return frame.with_columns(pl.all().cast(pl.String))
+    if data[:2] == b"\x1f\x8b":  # gzip magic number (RFC 1952)
+        import gzip
+
+        data = gzip.decompress(data)
+    if not data.strip():
+        return pl.DataFrame()
+    return pl.read_csv(
+        io.BytesIO(data),
+        infer_schema=False,
+        null_values=None,
+        encoding="utf8-lossy",
+    )

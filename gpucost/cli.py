@@ -1,0 +1,255 @@
+"""The ``gpucost`` command line.
+
+Exit status: 0 when the run is complete, 1 when a source failed or returned nothing (named on
+stderr and in the run manifest), 2 for configuration and usage errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import date
+from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import collector
+from gpucost.config import GpucostConfig, load_config
+from gpucost.errors import ConfigError, GpucostError
+from gpucost.logs import setup_logging
+from gpucost.manifest import RunManifest
+from gpucost.pipeline import (
+    Runtime,
+    collect,
+    nightly_window,
+    summarise_costs,
+    write_summary,
+)
+from gpucost.window import Window
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_CONFIG = 0, 1, 2
+
+app = typer.Typer(
+    help="GPU cost and resource accounting for ML teams.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect and validate configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+console = Console()
+errors = Console(stderr=True)
+logger = logging.getLogger("gpucost")
+
+
+class LogFormatOption(StrEnum):
+    """Log line format."""
+
+    text = "text"
+    json = "json"
+
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="The gpucost TOML file.", show_default=False)
+]
+LogFormatArg = Annotated[
+    LogFormatOption, typer.Option("--log-format", help="Human lines or JSON lines on stderr.")
+]
+LogLevelArg = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
+
+
+def _load(config_path: Path, log_format: LogFormatOption, log_level: str) -> GpucostConfig:
+    setup_logging(log_format.value, log_level)
+    collector.load_all()
+    try:
+        return load_config(config_path)
+    except ConfigError as error:
+        _fail_config(str(error))
+        raise  # unreachable: _fail_config exits
+
+
+def _fail_config(message: str) -> None:
+    errors.print(f"[bold red]config error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_CONFIG)
+
+
+def _parse_day(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        _fail_config(f"{option} {value!r} is not a date (YYYY-MM-DD)")
+        raise
+
+
+@app.command("collect")
+def collect_command(
+    config: ConfigOption,
+    source: Annotated[
+        list[str] | None,
+        typer.Option("--source", "-s", help="Only this source (repeatable). Default: all."),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="First day to collect, YYYY-MM-DD (UTC).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Last day to collect, inclusive. Default: --since.")
+    ] = None,
+    log_format: LogFormatArg = LogFormatOption.text,
+    log_level: LogLevelArg = "INFO",
+) -> None:
+    """Collect sources into the lake for a window of days.
+
+    Without --since/--until, collects the nightly window ([nightly] lookback_days before
+    [nightly] as_of or today). Re-running a window replaces those days: never duplicates.
+    """
+    settings = _load(config, log_format, log_level)
+    first, last = _parse_day(since, "--since"), _parse_day(until, "--until")
+    if first is None and last is not None:
+        _fail_config("--until needs --since")
+    try:
+        window = Window.days_inclusive(first, last or first) if first else nightly_window(settings)
+        runtime = Runtime.from_config(settings)
+        manifest = collect(runtime, window, source_names=source or None)
+    except ValueError as error:
+        _fail_config(str(error))
+        return
+    except ConfigError as error:
+        _fail_config(str(error))
+        return
+    except GpucostError as error:
+        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INCOMPLETE) from None
+    _print_sources(manifest)
+    console.print(f"manifest: {runtime.lake.storage.url(f'_runs/{manifest.run_id}.json')}")
+    raise typer.Exit(_exit_status(manifest))
+
+
+@app.command("nightly")
+def nightly_command(
+    config: ConfigOption,
+    day: Annotated[
+        str | None,
+        typer.Option("--date", help="Re-run the night of this date (YYYY-MM-DD) instead of today."),
+    ] = None,
+    log_format: LogFormatArg = LogFormatOption.text,
+    log_level: LogLevelArg = "INFO",
+) -> None:
+    """Run the nightly job: collect every enabled source, then summarise cost per project."""
+    settings = _load(config, log_format, log_level)
+    as_of = _parse_day(day, "--date")
+    window = (
+        nightly_window(settings, today=None)
+        if as_of is None
+        else Window.trailing(as_of, settings.nightly.lookback_days)
+    )
+    try:
+        runtime = Runtime.from_config(settings)
+        manifest = collect(runtime, window, command="nightly")
+        summary = summarise_costs(runtime, window)
+        summary_path = write_summary(runtime, window, summary)
+    except ConfigError as error:
+        _fail_config(str(error))
+        return
+    except GpucostError as error:
+        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INCOMPLETE) from None
+    _print_sources(manifest)
+    _print_summary(summary, window)
+    console.print("[bold]Written[/]")
+    console.print(f"  lake:     {runtime.lake.storage.root}")
+    for source in manifest.sources:
+        if source.quarantine:
+            console.print(f"  quarantine ({source.name}): {source.quarantine}")
+    console.print(f"  summary:  {summary_path}")
+    console.print(f"  manifest: {runtime.lake.storage.url(f'_runs/{manifest.run_id}.json')}")
+    raise typer.Exit(_exit_status(manifest))
+
+
+@config_app.command("check")
+def config_check_command(
+    config: ConfigOption,
+    log_format: LogFormatArg = LogFormatOption.text,
+    log_level: LogLevelArg = "WARNING",
+) -> None:
+    """Validate a config file and print it as gpucost understood it (secrets masked)."""
+    settings = _load(config, log_format, log_level)
+    console.print_json(settings.model_dump_json(indent=2))
+    console.print(
+        f"[green]ok[/]: {config} is valid ({len(settings.sources)} sources, "
+        f"{len(settings.projects)} project rules)"
+    )
+
+
+def _exit_status(manifest: RunManifest) -> int:
+    for gap in manifest.gaps:
+        reason = gap.error or "returned no rows for the window"
+        errors.print(
+            f"[bold red]incomplete:[/] source {gap.name}: {reason}", highlight=False, soft_wrap=True
+        )
+    return EXIT_INCOMPLETE if manifest.status != "complete" else EXIT_OK
+
+
+def _print_sources(manifest: RunManifest) -> None:
+    table = Table(
+        title=f"Sources, {manifest.window_start} to {manifest.window_end_exclusive} (end exclusive)"
+    )
+    for column in ("source", "kind", "status", "rows", "rejected", "seconds"):
+        table.add_column(
+            column, justify="right" if column in {"rows", "rejected", "seconds"} else "left"
+        )
+    for source in manifest.sources:
+        rows = ", ".join(f"{table_name}={count}" for table_name, count in source.rows.items())
+        table.add_row(
+            source.name,
+            source.kind,
+            source.status,
+            rows or "0",
+            str(source.rejected_rows),
+            f"{source.duration_s:.2f}",
+        )
+    console.print(table)
+
+
+def _print_summary(summary: pl.DataFrame, window: Window) -> None:
+    table = Table(title=f"Cost per project, {window} (first matching [[projects]] rule)")
+    for column in ("project", "cost center", "currency", "billed", "effective", "charges"):
+        table.add_column(
+            column, justify="right" if column in {"billed", "effective", "charges"} else "left"
+        )
+    for row in summary.iter_rows(named=True):
+        table.add_row(
+            row["project"],
+            row["cost_center"] or "-",
+            row["currency"],
+            _money(row["billed_cost"]),
+            _money(row["effective_cost"]),
+            str(row["charges"]),
+        )
+    console.print(table)
+
+
+def _money(value: Decimal | None) -> str:
+    """Rounded for display only; stored values keep every digit."""
+    return "-" if value is None else f"{value:,.2f}"
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except GpucostError as error:  # anything a command did not handle itself
+        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_INCOMPLETE)
+
+
+if __name__ == "__main__":
+    main()

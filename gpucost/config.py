@@ -1,0 +1,268 @@
+"""The one typed configuration object, loaded once from TOML with environment overrides.
+
+This is the only module that reads the environment. Overrides are named
+``GPUCOST__<SECTION>__<KEY>`` (``GPUCOST__STORE__DATA_DIR=s3://lake/gpucost``); a source's key is
+``GPUCOST__SOURCES__<SOURCE_NAME>__<KEY>`` with the source name upper-cased and ``-`` as ``_``.
+Override values are read as TOML scalars when they parse as one (``true``, ``3``), else as text.
+
+Secrets never sit in the file: a secret field is ``{ env = "VAR" }`` or ``{ file = "/path" }``
+and resolves to a :class:`pydantic.SecretStr`, whose repr and str are masked.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import tomllib
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from collector.base import SourceSettings, get_spec
+from gpucost.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+ENV_PREFIX = "GPUCOST__"
+
+
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(StrictModel):
+    """Where a secret lives: an environment variable or a file (Kubernetes/systemd secrets)."""
+
+    env: str | None = None
+    file: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("a secret needs exactly one of `env` or `file`")
+        return self
+
+    def resolve(self, environ: Mapping[str, str] | None = None) -> SecretStr:
+        """Read the secret now; a missing variable or file is a ConfigError naming it."""
+        environ = os.environ if environ is None else environ
+        if self.env is not None:
+            if not environ.get(self.env):
+                raise ConfigError(f"secret environment variable {self.env} is not set")
+            return SecretStr(environ[self.env])
+        assert self.file is not None
+        try:
+            return SecretStr(Path(self.file).read_text(encoding="utf-8").strip())
+        except OSError as error:
+            raise ConfigError(f"secret file {self.file} cannot be read: {error.strerror}") from None
+
+
+class StoreSettings(StrictModel):
+    """``[store]``: where the lake and the outputs live."""
+
+    data_dir: str = Field(default="data", description="Local path, or s3://bucket/prefix.")
+    out_dir: str = Field(default="out", description="Exports and reports.")
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint (MinIO, moto); AWS when unset."
+    )
+    s3_region: str | None = Field(default=None, description="Region of the lake's bucket.")
+
+
+class NightlySettings(StrictModel):
+    """``[nightly]``: which days a night collects."""
+
+    lookback_days: int = Field(
+        default=3,
+        ge=1,
+        le=400,
+        description="Days before `as_of` re-collected each night (bills restate for days).",
+    )
+    as_of: date | None = Field(
+        default=None, description="Pin the night's date (demos, tests); today (UTC) when unset."
+    )
+
+
+class ProjectMatch(StrictModel):
+    """What makes a charge, host or workload belong to a project. Values are shell globs."""
+
+    tags: dict[str, str] = Field(default_factory=dict, description="Tag/label key -> glob.")
+    namespaces: list[str] = Field(default_factory=list, description="Kubernetes namespaces.")
+    accounts: list[str] = Field(default_factory=list, description="Sub-account / project ids.")
+    hosts: list[str] = Field(default_factory=list, description="Host names or resource ids.")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ProjectMatch:
+        if not (self.tags or self.namespaces or self.accounts or self.hosts):
+            raise ValueError(
+                "a project's `match` needs at least one of tags, namespaces, accounts, hosts"
+            )
+        return self
+
+
+class ProjectRule(StrictModel):
+    """``[[projects]]``: an ordered rule; the first rule that matches wins."""
+
+    name: str = Field(min_length=1)
+    cost_center: str | None = None
+    match: ProjectMatch
+
+
+class GpucostConfig(StrictModel):
+    """The whole validated configuration."""
+
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    nightly: NightlySettings = Field(default_factory=NightlySettings)
+    sources: list[SourceSettings] = Field(default_factory=list)
+    projects: list[ProjectRule] = Field(default_factory=list)
+    path: str | None = Field(default=None, exclude=True, description="Where it was loaded from.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> GpucostConfig:
+        for what, names in (
+            ("source", [source.name for source in self.sources]),
+            ("project", [project.name for project in self.projects]),
+        ):
+            seen: set[str] = set()
+            for name in names:
+                if name in seen:
+                    raise ValueError(f"{what} name {name!r} is used twice")
+                seen.add(name)
+        return self
+
+    def source(self, name: str) -> SourceSettings:
+        """The source named ``name``, or a ConfigError listing the names there are."""
+        for source in self.sources:
+            if source.name == name:
+                return source
+        known = ", ".join(source.name for source in self.sources) or "none"
+        raise ConfigError(f"no source named {name!r}; configured sources: {known}", path=self.path)
+
+    def storage_options(self) -> dict[str, str]:
+        """Object-store options for Polars (`aws_endpoint_url`, `aws_region`)."""
+        options: dict[str, str] = {}
+        if self.store.s3_endpoint_url:
+            options["aws_endpoint_url"] = self.store.s3_endpoint_url
+            if self.store.s3_endpoint_url.startswith("http://"):
+                options["aws_allow_http"] = "true"
+        if self.store.s3_region:
+            options["aws_region"] = self.store.s3_region
+        return options
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> GpucostConfig:
+    """Read, override and validate a config file; every problem is one ConfigError line.
+
+    Source sections are validated by their kind's own settings model, so an unknown key in a
+    ``[[sources]]`` entry is named with the source it sits in.
+    """
+    environ = os.environ if environ is None else environ
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("config file not found", path=str(path)) from None
+    except OSError as error:
+        raise ConfigError(f"cannot read config file: {error.strerror}", path=str(path)) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"malformed TOML: {error}", path=str(path)) from None
+    raw = apply_env_overrides(raw, environ)
+    return validate_config(raw, path=str(path))
+
+
+def validate_config(raw: Mapping[str, Any], *, path: str | None = None) -> GpucostConfig:
+    """Validate an already-parsed config mapping (see :func:`load_config`)."""
+    raw = dict(raw)
+    raw_sources = raw.pop("sources", [])
+    if not isinstance(raw_sources, list):
+        raise ConfigError("`sources` must be an array of tables ([[sources]])", path=path)
+    sources: list[SourceSettings] = []
+    for index, raw_source in enumerate(raw_sources):
+        where = f"sources[{index}]"
+        if not isinstance(raw_source, dict):
+            raise ConfigError(f"{where} must be a table", path=path)
+        if isinstance(raw_source.get("name"), str):
+            where = f"{where} ({raw_source['name']})"
+        kind = raw_source.get("kind")
+        if not isinstance(kind, str):
+            raise ConfigError(f"{where}: missing key `kind`", path=path)
+        try:
+            model = get_spec(kind).settings_model
+        except KeyError as error:
+            raise ConfigError(f"{where}: {error.args[0]}", path=path) from None
+        try:
+            sources.append(model.model_validate(raw_source))
+        except ValidationError as error:
+            raise ConfigError(_describe(error, prefix=where), path=path) from None
+    try:
+        return GpucostConfig.model_validate({**raw, "sources": sources, "path": path})
+    except ValidationError as error:
+        raise ConfigError(_describe(error, prefix=""), path=path) from None
+
+
+def apply_env_overrides(raw: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Apply ``GPUCOST__SECTION__KEY`` variables to a parsed config; unknown targets are errors."""
+    result: dict[str, Any] = {key: value for key, value in raw.items()}
+    for variable in sorted(environ):
+        if not variable.startswith(ENV_PREFIX):
+            continue
+        parts = [part.lower() for part in variable[len(ENV_PREFIX) :].split("__")]
+        value = _scalar(environ[variable])
+        if len(parts) == 2 and parts[0] != "sources":
+            section, key = parts
+            current = result.get(section, {})
+            if not isinstance(current, dict):
+                raise ConfigError(f"{variable}: section `{section}` is not a table")
+            result[section] = {**current, key: value}
+        elif len(parts) == 3 and parts[0] == "sources":
+            wanted, key = parts[1], parts[2]
+            sources = [dict(source) for source in result.get("sources", [])]
+            matches = [
+                source
+                for source in sources
+                if str(source.get("name", "")).replace("-", "_").lower() == wanted
+            ]
+            if not matches:
+                raise ConfigError(f"{variable}: no source named like {wanted!r} to override")
+            matches[0][key] = value
+            result["sources"] = sources
+        else:
+            raise ConfigError(
+                f"{variable}: overrides are GPUCOST__<SECTION>__<KEY> or "
+                "GPUCOST__SOURCES__<SOURCE_NAME>__<KEY>"
+            )
+    return result
+
+
+def matches_any(value: str | None, patterns: list[str]) -> bool:
+    """Shell-glob match of ``value`` against any pattern (case-sensitive)."""
+    return value is not None and any(fnmatch.fnmatchcase(value, p) for p in patterns)
+
+
+def _scalar(text: str) -> Any:
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _describe(error: ValidationError, *, prefix: str) -> str:
+    """One line for all of a validation error's problems, naming each key."""
+    problems = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"])
+        where = ".".join(part for part in (prefix, location) if part)
+        if item["type"] == "extra_forbidden":
+            problems.append(f"{where}: unknown key")
+        elif item["type"] == "missing":
+            problems.append(f"{where}: missing key")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {message}" if where else message)
+    return "; ".join(problems)

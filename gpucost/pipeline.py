@@ -1,0 +1,185 @@
+"""Pipeline wiring: run collectors into the lake and summarise, recording a run manifest.
+
+Each source runs on its own: one that fails is recorded (error, duration) and the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+import collector
+from allocator.projects import ProjectRule, cost_by_project
+from collector.base import CollectorContext, SourceSettings, get_spec
+from gpucost.config import GpucostConfig
+from gpucost.contracts import BILLING, contract_for
+from gpucost.errors import ContractError, GpucostError
+from gpucost.lake import Lake, day_of, part_as_dict
+from gpucost.manifest import RunManifest, SourceRun, new_run_id
+from gpucost.storage import open_storage
+from gpucost.window import Window
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """The world a run touches, built once from the config (tests build their own)."""
+
+    config: GpucostConfig
+    lake: Lake
+    out: Lake
+    context: CollectorContext
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    @classmethod
+    def from_config(
+        cls, config: GpucostConfig, *, boto3_session_factory: Callable[[], Any] | None = None
+    ) -> Runtime:
+        """Open the lake and outputs the config names."""
+        collector.load_all()
+        options = config.storage_options()
+        s3_client = None
+        if boto3_session_factory is not None and (
+            config.store.data_dir.startswith("s3://") or config.store.out_dir.startswith("s3://")
+        ):
+            s3_client = boto3_session_factory().client(
+                "s3", endpoint_url=options.get("aws_endpoint_url")
+            )
+        lake = Lake(
+            open_storage(config.store.data_dir, storage_options=options, s3_client=s3_client),
+            options,
+        )
+        out = Lake(
+            open_storage(config.store.out_dir, storage_options=options, s3_client=s3_client),
+            options,
+        )
+        context = CollectorContext(
+            storage_options=options,
+            boto3_session_factory=boto3_session_factory,
+            working_dir=Path.cwd(),
+        )
+        return cls(config=config, lake=lake, out=out, context=context)
+
+
+def nightly_window(config: GpucostConfig, today: date | None = None) -> Window:
+    """The days a night collects: ``lookback_days`` before ``as_of`` (default: today, UTC)."""
+    as_of = config.nightly.as_of or today or datetime.now(UTC).date()
+    return Window.trailing(as_of, config.nightly.lookback_days)
+
+
+def collect(
+    runtime: Runtime,
+    window: Window,
+    *,
+    source_names: Sequence[str] | None = None,
+    command: str = "collect",
+) -> RunManifest:
+    """Run the selected sources (all enabled ones by default) for ``window`` into the lake."""
+    config = runtime.config
+    selected = [config.source(name) for name in source_names] if source_names else config.sources
+    manifest = RunManifest(
+        run_id=new_run_id(runtime.clock()),
+        command=command,
+        window_start=window.start.isoformat(),
+        window_end_exclusive=window.end.isoformat(),
+        config_path=config.path,
+        started_at=runtime.clock().isoformat(),
+    )
+    manifest_path = f"_runs/{manifest.run_id}.json"
+    runtime.lake.write_json(manifest_path, manifest.to_dict())
+    for settings in selected:
+        if not settings.enabled and not source_names:
+            manifest.sources.append(SourceRun(settings.name, settings.kind, status="disabled"))
+            continue
+        manifest.sources.append(collect_source(runtime, settings, window, manifest.run_id))
+    manifest.finish(runtime.clock())
+    runtime.lake.write_json(manifest_path, manifest.to_dict())
+    return manifest
+
+
+def collect_source(
+    runtime: Runtime, settings: SourceSettings, window: Window, run_id: str
+) -> SourceRun:
+    """Run one source and land its rows; never raises for the source's own failures."""
+    record = SourceRun(settings.name, settings.kind)
+    started = time.perf_counter()
+    try:
+        spec = get_spec(settings.kind)
+        source = spec.build(settings, runtime.context)
+        collected = source.collect(window)
+        record.notes.update(collected.notes)
+        record.rejected_rows = collected.rejects.height
+        record.quarantine = runtime.lake.quarantine(settings.name, run_id, collected.rejects)
+        for table, frame in collected.frames.items():
+            if table not in spec.output_tables:
+                raise ContractError(table, settings.name, "the collector does not declare table")
+            contract = contract_for(table)
+            conformed = contract.conform(frame, settings.name)
+            in_window = conformed.filter(window.contains(day_of(contract)))
+            outside = conformed.height - in_window.height
+            if outside:
+                record.notes[f"{table}_rows_outside_window"] = outside
+            parts = runtime.lake.write_window(contract, settings.name, window, in_window)
+            record.rows[table] = in_window.height
+            record.parts.extend(part_as_dict(part) for part in parts)
+        if collected.rejects.height:
+            logger.warning(
+                "source %s: %d rows rejected, kept in %s (first: %s)",
+                settings.name,
+                collected.rejects.height,
+                record.quarantine,
+                _first_reject(collected.rejects),
+            )
+        if sum(record.rows.values()) == 0:
+            record.status = "empty"
+            logger.warning("source %s returned no rows for %s", settings.name, window)
+        else:
+            logger.info("source %s: %s rows landed for %s", settings.name, record.rows, window)
+    except GpucostError as error:
+        record.status, record.error = "failed", str(error)
+        logger.error("source %s failed: %s", settings.name, error)
+    except Exception as error:  # a bug or an unexpected library error must not stop others
+        record.status, record.error = "failed", f"{type(error).__name__}: {error}"
+        logger.exception("source %s failed unexpectedly", settings.name)
+    record.duration_s = round(time.perf_counter() - started, 3)
+    return record
+
+
+def _first_reject(rejects: pl.DataFrame) -> str:
+    row = rejects.row(0, named=True)
+    return f"{row['file']} row {row['row']} field {row['field']}: {row['reason']}"
+
+
+def project_rules(config: GpucostConfig) -> list[ProjectRule]:
+    """The config's ``[[projects]]`` as the allocator's plain rules."""
+    return [
+        ProjectRule(
+            name=project.name,
+            cost_center=project.cost_center,
+            tags=project.match.tags,
+            namespaces=tuple(project.match.namespaces),
+            accounts=tuple(project.match.accounts),
+            hosts=tuple(project.match.hosts),
+        )
+        for project in config.projects
+    ]
+
+
+def summarise_costs(runtime: Runtime, window: Window) -> pl.DataFrame:
+    """Cost per project for the window, from the lake's billing table."""
+    return cost_by_project(runtime.lake.scan(BILLING, window), project_rules(runtime.config))
+
+
+def write_summary(runtime: Runtime, window: Window, summary: pl.DataFrame) -> str:
+    """Write the cost-per-project summary as CSV under ``out_dir``; returns its location."""
+    relative = f"summary/cost_by_project_{window.start}_{window.end}.csv"
+    runtime.out.storage.put_atomic(relative, summary.write_csv().encode())
+    return runtime.out.storage.url(relative)

@@ -1,0 +1,1 @@
+"""Reports: findings, digests and exports computed from the lake's tables."""
