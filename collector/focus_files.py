@@ -25,9 +25,6 @@ from collector.parsing import (
 )
 from gpucost.contracts import (
     BILLING,
-    FOCUS_MONEY_COLUMNS,
-    FOCUS_QUANTITY_COLUMNS,
-    FOCUS_TIME_COLUMNS,
 )
 from gpucost.errors import CollectorError
 from gpucost.window import Window
@@ -240,9 +237,10 @@ def read_focus_file(
     conversions: list[pl.Expr] = []
     reason_columns: dict[str, str] = {}
     for name in raw.columns:
-        if name in FOCUS_MONEY_COLUMNS or name in FOCUS_QUANTITY_COLUMNS:
+        dtype = BILLING.schema.get(name)
+        if isinstance(dtype, pl.Decimal):
             value, reason = parse_money(name)
-        elif name in FOCUS_TIME_COLUMNS:
+        elif isinstance(dtype, pl.Datetime):
             value, reason = parse_timestamp(name)
         else:
             continue

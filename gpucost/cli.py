@@ -185,7 +185,8 @@ def config_check_command(
     console.print_json(settings.model_dump_json(indent=2))
     console.print(
         f"[green]ok[/]: {config} is valid ({len(settings.sources)} sources, "
-        f"{len(settings.projects)} project rules)"
+        f"{len(settings.projects)} project rules)",
+        soft_wrap=True,
     )
 
 

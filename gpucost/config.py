@@ -20,7 +20,15 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializeAsAny,
+    ValidationError,
+    model_validator,
+)
 
 from collector.base import SourceSettings, get_spec
 from gpucost.errors import ConfigError
@@ -117,7 +125,7 @@ class GpucostConfig(StrictModel):
 
     store: StoreSettings = Field(default_factory=StoreSettings)
     nightly: NightlySettings = Field(default_factory=NightlySettings)
-    sources: list[SourceSettings] = Field(default_factory=list)
+    sources: list[SerializeAsAny[SourceSettings]] = Field(default_factory=list)
     projects: list[ProjectRule] = Field(default_factory=list)
     path: str | None = Field(default=None, exclude=True, description="Where it was loaded from.")
 

@@ -1,0 +1,223 @@
+"""The command line end to end: acceptance of the foundation issue, exit statuses, crashes."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import defaultdict
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from gpucost.cli import app
+from gpucost.contracts import BILLING
+from gpucost.lake import Lake
+from gpucost.storage import LocalStorage
+
+SAMPLE = Path(__file__).parent / "data" / "focus" / "focus_1.0_sample_1000.csv"
+runner = CliRunner()
+
+
+def config_file(tmp_path: Path, source_path: Path = SAMPLE, extra: str = "") -> Path:
+    path = tmp_path / "gpucost.toml"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            [store]
+            data_dir = "{tmp_path / "lake"}"
+            out_dir = "{tmp_path / "out"}"
+
+            [nightly]
+            as_of = "2024-10-01"
+            lookback_days = 30
+
+            [[sources]]
+            name = "finance-focus"
+            kind = "focus-files"
+            path = "{source_path}"
+
+            [[projects]]
+            name = "vienna-ai"
+            cost_center = "CC-104"
+            match = {{ tags = {{ business_unit = "Vienna*" }} }}
+            """
+        )
+        + extra
+    )
+    return path
+
+
+def lake_digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*.parquet"))
+    }
+
+
+def test_collect_lands_the_real_sample_exactly(tmp_path: Path) -> None:
+    config = config_file(tmp_path)
+    args = ["collect", "--config", str(config), "--since", "2024-09-01", "--until", "2024-09-30"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lake = Lake(LocalStorage(tmp_path / "lake"))
+    billing = lake.read(BILLING)
+    assert billing.height == 1000
+    expected: dict[str, Decimal] = defaultdict(Decimal)
+    with SAMPLE.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            expected[row["ProviderName"]] += Decimal(row["BilledCost"])
+    landed = dict(billing.group_by("ProviderName").agg(pl.col("BilledCost").sum()).iter_rows())
+    assert landed == expected
+
+    first = lake_digest(tmp_path / "lake")
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert lake_digest(tmp_path / "lake") == first
+    assert lake.read(BILLING).height == 1000
+
+
+def test_nightly_prints_costs_and_paths(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["nightly", "--config", str(config_file(tmp_path))])
+    assert result.exit_code == 0, result.output
+    assert "vienna-ai" in result.output and "unallocated" in result.output
+    assert "manifest:" in result.output and "summary:" in result.output
+    manifests = list((tmp_path / "lake" / "_runs").glob("*.json"))
+    assert len(manifests) == 1
+    summaries = list((tmp_path / "out" / "summary").glob("*.csv"))
+    summary = pl.read_csv(summaries[0], schema_overrides={"billed_cost": pl.Decimal(38, 18)})
+    assert summary["billed_cost"].sum() == Decimal("20.52022672899")
+
+
+def test_a_source_with_no_rows_makes_the_night_incomplete(tmp_path: Path) -> None:
+    config = config_file(tmp_path)
+    result = runner.invoke(app, ["nightly", "--config", str(config), "--date", "2023-01-05"])
+    assert result.exit_code == 1
+    assert "source finance-focus: returned no rows for the window" in result.output
+
+
+@pytest.mark.parametrize(
+    ("mutation", "message"),
+    [
+        (
+            lambda t: t.replace("out_dir =", 'out_dirr = "x"\nout_dir ='),
+            "store.out_dirr: unknown key",
+        ),
+        (lambda t: t.replace(str(SAMPLE), "/nonexistent/*.csv"), "matches no file"),
+        (lambda t: t.replace("[store]", "[store"), "malformed TOML"),
+    ],
+)
+def test_config_errors_exit_2_with_one_line(tmp_path: Path, mutation, message: str) -> None:  # type: ignore[no-untyped-def]
+    config = config_file(tmp_path)
+    config.write_text(mutation(config.read_text()))
+    result = subprocess.run(
+        [sys.executable, "-m", "gpucost.cli", "collect", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0] and str(config) in lines[0]
+
+
+def test_config_check_masks_nothing_secret_and_reports(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["config", "check", "--config", str(config_file(tmp_path))])
+    assert result.exit_code == 0, result.output
+    assert '"kind": "focus-files"' in result.output and "is valid (1 sources" in result.output
+
+
+def test_json_logs(tmp_path: Path) -> None:
+    config = config_file(tmp_path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gpucost.cli",
+            "collect",
+            "--config",
+            str(config),
+            "--since",
+            "2024-09-01",
+            "--until",
+            "2024-09-02",
+            "--log-format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    import json
+
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
+
+
+KILLER = """
+import os, sys, time
+from gpucost import storage
+
+original = storage.LocalStorage.put_atomic
+READY = sys.argv[1]
+
+def slow_put(self, relative, data, content_sha256=None):
+    if relative.startswith("billing/"):
+        # Write half of the new part to a temporary file, then stall: the parent kills us here.
+        target = os.path.join(self.root, relative)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        partial = os.path.join(os.path.dirname(target), "." + os.path.basename(target) + ".x.tmp")
+        with open(partial, "wb") as f:
+            f.write(data[: len(data) // 2]); f.flush()
+        open(READY, "w").close()
+        time.sleep(60)
+    return original(self, relative, data, content_sha256)
+
+storage.LocalStorage.put_atomic = slow_put
+from gpucost.cli import main
+sys.argv = ["gpucost"] + sys.argv[2:]
+main()
+"""
+
+
+def test_sigkill_mid_write_keeps_the_previous_day_readable(tmp_path: Path) -> None:
+    first = tmp_path / "first.csv"
+    lines = SAMPLE.read_text().splitlines()
+    first.write_text("\n".join(lines[:400]) + "\n")
+    config = config_file(tmp_path, source_path=first)
+    args = ["collect", "--config", str(config), "--since", "2024-09-01", "--until", "2024-09-30"]
+    assert runner.invoke(app, args).exit_code == 0
+    lake = Lake(LocalStorage(tmp_path / "lake"))
+    before = lake.read(BILLING)
+
+    # Now the full file: the writer is killed while writing its first new part.
+    config.write_text(config.read_text().replace(str(first), str(SAMPLE)))
+    ready = tmp_path / "ready"
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    process = subprocess.Popen([sys.executable, str(script), str(ready), *args])
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert process.poll() is None, "writer exited before reaching the write"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert list((tmp_path / "lake").rglob(".*.tmp")), "the kill should leave a temporary file"
+    after_kill = lake.read(BILLING)
+    assert after_kill.equals(before)
+
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert lake.read(BILLING).height == 1000
+    assert not list((tmp_path / "lake").rglob(".*.tmp"))
