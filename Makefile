@@ -12,7 +12,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+DEMO_FLEET := examples/demo-fleet
+
 run: $(STAMP)
+	$(BIN)/gpucost synth $(DEMO_FLEET) --gpus 16 --days 7 --projects 4 --seed 42
 	$(BIN)/gpucost nightly --config examples/demo.toml
 
 lint: $(STAMP)

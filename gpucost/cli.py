@@ -17,6 +17,7 @@ from typing import Annotated
 import polars as pl
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import collector
@@ -174,6 +175,62 @@ def nightly_command(
     raise typer.Exit(_exit_status(manifest))
 
 
+class UsageFormatOption(StrEnum):
+    """How synth writes GPU usage."""
+
+    auto = "auto"
+    dcgm = "dcgm"
+    parquet = "parquet"
+
+
+@app.command("synth")
+def synth_command(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the fleet into.")],
+    gpus: Annotated[int, typer.Option(help="GPUs in the fleet (at least 7).")] = 16,
+    days: Annotated[int, typer.Option(help="Days of history.")] = 7,
+    projects: Annotated[int, typer.Option(help="ML projects (at least 2).")] = 4,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 42,
+    start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = "2024-09-24",
+    usage_format: Annotated[
+        UsageFormatOption,
+        typer.Option(
+            help="dcgm-exporter text files, gpu_usage Parquet, or auto (dcgm <= 64 GPUs)."
+        ),
+    ] = UsageFormatOption.auto,
+) -> None:
+    """Write a deterministic synthetic GPU fleet: FOCUS bill, inventory, metrics, roster, truth."""
+    from gpucost.synth import generate
+
+    setup_logging("text", "WARNING")
+    first = _parse_day(start, "--start")
+    assert first is not None
+    try:
+        summary = generate(
+            out_dir,
+            gpus=gpus,
+            days=days,
+            projects=projects,
+            seed=seed,
+            start=first,
+            usage_format=usage_format.value,
+        )
+    except ValueError as error:
+        _fail_config(str(error))
+        return
+    console.print(
+        f"synthetic fleet: {summary.hosts} hosts, {summary.gpus} GPUs, {summary.projects} "
+        f"projects, {summary.people} people, {summary.billing_rows} billing rows "
+        f"(billed {summary.billed_cost_total} USD), {summary.usage_rows} GPU-hours of usage, "
+        f"{summary.anomalies} planted anomalies",
+        soft_wrap=True,
+    )
+    console.print(
+        f"written under {summary.out_dir}: billing {summary.billing_csv.name}, "
+        f"usage {summary.usage_path.name}, truth {summary.truth_json.name}",
+        soft_wrap=True,
+    )
+
+
 @config_app.command("check")
 def config_check_command(
     config: ConfigOption,
@@ -221,7 +278,7 @@ def _print_sources(manifest: RunManifest) -> None:
 
 
 def _print_summary(summary: pl.DataFrame, window: Window) -> None:
-    table = Table(title=f"Cost per project, {window} (first matching [[projects]] rule)")
+    table = Table(title=escape(f"Cost per project, {window} (first matching [[projects]] rule)"))
     for column in ("project", "cost center", "currency", "billed", "effective", "charges"):
         table.add_column(
             column, justify="right" if column in {"billed", "effective", "charges"} else "left"
