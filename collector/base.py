@@ -71,6 +71,9 @@ class CollectorContext:
     """Relative paths in source settings are resolved against this directory."""
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     """Current time (ingestion timestamps); tests pin it."""
+    table_reader: Callable[[str, Window], pl.LazyFrame] | None = None
+    """Reads a lake table for a window, for collectors that build on landed data (onprem
+    costs power from measured GPU watts). None outside the shell."""
 
     def boto3_session(self) -> Any:
         """A boto3 Session from the factory, else from boto3's default credential chain."""

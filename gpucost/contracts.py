@@ -259,6 +259,7 @@ BILLING = TableContract(
             ("x_UsageType", S),
             ("x_GpuModel", S),
             ("x_GpuHours", MONEY),
+            ("x_CurrencyConversionRate", MONEY),
         ]
     ),
     day_column="ChargePeriodStart",
@@ -371,6 +372,7 @@ PRICES = TableContract(
             ("gpu_model", S),
             ("machine_type", S),
             ("unit", S),
+            ("usage_type", S),
             ("start_usage_amount", MONEY),
             ("unit_price", MONEY, False),
             ("currency", S, False),

@@ -65,6 +65,7 @@ class Runtime:
             storage_options=options,
             boto3_session_factory=boto3_session_factory,
             working_dir=Path.cwd(),
+            table_reader=lambda table, window: lake.scan(contract_for(table), window),
         )
         return cls(config=config, lake=lake, out=out, context=context)
 
