@@ -92,6 +92,9 @@ class Collected:
     rejects: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=REJECT_SCHEMA))
     notes: dict[str, Any] = field(default_factory=dict)
     """Facts worth keeping in the run manifest: files read, API requests made, bytes scanned."""
+    windows: dict[str, Window] = field(default_factory=dict)
+    """Per table, a wider window the rows replace (it must contain the requested one): a
+    restated CUR month replaces the whole billing period, not only the requested days."""
 
 
 @runtime_checkable

@@ -260,6 +260,14 @@ BILLING = TableContract(
             ("x_GpuModel", S),
             ("x_GpuHours", MONEY),
             ("x_CurrencyConversionRate", MONEY),
+            # AWS split cost allocation data (CUR splitLineItem/*): a shared instance's cost
+            # split over the containers (EKS/ECS tasks) that ran on it.
+            ("x_SplitParentResourceId", S),
+            ("x_SplitCost", MONEY),
+            ("x_SplitUnusedCost", MONEY),
+            ("x_SplitNetCost", MONEY),
+            ("x_SplitNetUnusedCost", MONEY),
+            ("x_SplitUsageRatio", MONEY),
         ]
     ),
     day_column="ChargePeriodStart",

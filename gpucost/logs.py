@@ -29,9 +29,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(document, ensure_ascii=False)
 
 
+class CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at emit time.
+
+    A handler that kept the stream it was created with would write to a closed file once a
+    test runner (or a daemon re-opening its stdio) replaced ``sys.stderr``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def setup_logging(log_format: LogFormat = "text", level: str = "INFO") -> None:
     """Configure the root logger to write to stderr in the chosen format."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = CurrentStderrHandler()
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -123,12 +123,19 @@ def collect_source(
             if table not in spec.output_tables:
                 raise ContractError(table, settings.name, "the collector does not declare table")
             contract = contract_for(table)
+            target = collected.windows.get(table, window)
+            if not (target.start <= window.start and window.end <= target.end):
+                raise ContractError(
+                    table, settings.name, f"replacement window {target} does not contain {window}"
+                )
+            if target != window:
+                record.notes[f"{table}_replaced_window"] = str(target)
             conformed = contract.conform(frame, settings.name)
-            in_window = conformed.filter(window.contains(day_of(contract)))
+            in_window = conformed.filter(target.contains(day_of(contract)))
             outside = conformed.height - in_window.height
             if outside:
                 record.notes[f"{table}_rows_outside_window"] = outside
-            parts = runtime.lake.write_window(contract, settings.name, window, in_window)
+            parts = runtime.lake.write_window(contract, settings.name, target, in_window)
             record.rows[table] = in_window.height
             record.parts.extend(part_as_dict(part) for part in parts)
         if collected.rejects.height:
