@@ -58,12 +58,15 @@ def test_roster_missing_columns() -> None:
 
 
 HEADER = b"resource_id,provider,host,instance_type,gpu_count,gpu_model,vcpus,role,tags,"
-INVENTORY = HEADER + b"""hourly_list_price,first_seen
+INVENTORY = (
+    HEADER
+    + b"""hourly_list_price,first_seen
 i-0abc,AWS,ip-10-0-0-1,p5.48xlarge,8,H100,192,training,"{"" project"":""llm""}",98.32,2024-09-03
 rack1-node7,On-premises,rack1-node7,,8,A100,128,training,,,
 i-bad,AWS,ip-10-0-0-2,g6.xlarge,one,L4,4,model-server,,0.805,
 i-badtags,AWS,ip-10-0-0-3,g6.xlarge,1,L4,4,model-server,{oops,0.805,
 """
+)
 
 
 def test_inventory_snapshot_per_day() -> None:
