@@ -1,18 +1,23 @@
 """The ``gpucost`` command line.
 
 Exit status: 0 when the run is complete, 1 when a source failed or returned nothing (named on
-stderr and in the run manifest), 2 for configuration and usage errors.
+stderr and in the run manifest), a stage failed, or another nightly run holds the lock; 2 for
+configuration and usage errors.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import polars as pl
 import typer
@@ -21,17 +26,13 @@ from rich.markup import escape
 from rich.table import Table
 
 import collector
-from gpucost.config import GpucostConfig, load_config
+from gpucost.config import GpucostConfig, load_config, permission_warnings
 from gpucost.errors import ConfigError, GpucostError
+from gpucost.lock import RunLock, lock_path
 from gpucost.logs import setup_logging
 from gpucost.manifest import RunManifest
-from gpucost.pipeline import (
-    Runtime,
-    collect,
-    nightly_window,
-    summarise_costs,
-    write_summary,
-)
+from gpucost.nightly import NightlyResult, run_nightly
+from gpucost.pipeline import Runtime, collect, nightly_window
 from gpucost.window import Window
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_CONFIG = 0, 1, 2
@@ -70,10 +71,13 @@ def _load(config_path: Path, log_format: LogFormatOption, log_level: str) -> Gpu
     setup_logging(log_format.value, log_level)
     collector.load_all()
     try:
-        return load_config(config_path)
+        settings = load_config(config_path)
     except ConfigError as error:
         _fail_config(str(error))
         raise  # unreachable: _fail_config exits
+    for warning in permission_warnings(settings):
+        logger.warning(warning)
+    return settings
 
 
 def _fail_config(message: str) -> None:
@@ -144,7 +148,11 @@ def nightly_command(
     log_format: LogFormatArg = LogFormatOption.text,
     log_level: LogLevelArg = "INFO",
 ) -> None:
-    """Run the nightly job: collect every enabled source, then summarise cost per project."""
+    """Run the nightly job: collect every enabled source, then summarise cost per project.
+
+    Holds the run lock while it runs: a second nightly (or backfill) started meanwhile exits 1
+    at once, naming the run that holds it.
+    """
     settings = _load(config, log_format, log_level)
     as_of = _parse_day(day, "--date")
     window = (
@@ -154,25 +162,180 @@ def nightly_command(
     )
     try:
         runtime = Runtime.from_config(settings)
-        manifest = collect(runtime, window, command="nightly")
-        summary = summarise_costs(runtime, window)
-        summary_path = write_summary(runtime, window, summary)
+        with _run_lock(settings, "nightly"):
+            result = run_nightly(runtime, window, command="nightly")
     except ConfigError as error:
         _fail_config(str(error))
         return
     except GpucostError as error:
         errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_INCOMPLETE) from None
+    manifest = result.manifest
     _print_sources(manifest)
-    _print_summary(summary, window)
+    if result.summary is not None:
+        _print_summary(result.summary, window)
     console.print("[bold]Written[/]")
     console.print(f"  lake:     {runtime.lake.storage.root}")
     for source in manifest.sources:
         if source.quarantine:
             console.print(f"  quarantine ({source.name}): {source.quarantine}")
-    console.print(f"  summary:  {summary_path}")
+    for output in result.outputs("summarise"):
+        console.print(f"  summary:  {output}")
     console.print(f"  manifest: {runtime.lake.storage.url(f'_runs/{manifest.run_id}.json')}")
-    raise typer.Exit(_exit_status(manifest))
+    raise typer.Exit(_night_exit_status(result))
+
+
+def _run_lock(settings: GpucostConfig, command: str) -> RunLock:
+    """The run lock, taken; LockHeldError (a GpucostError: exit 1) when another run holds it."""
+    lock = RunLock(lock_path(settings), command=command)
+    lock.acquire()
+    return lock
+
+
+def _night_exit_status(result: NightlyResult) -> int:
+    status = _exit_status(result.manifest)
+    for stage in result.manifest.stages:
+        if stage.status == "failed":
+            errors.print(
+                f"[bold red]failed:[/] stage {stage.name}: {stage.error}",
+                highlight=False,
+                soft_wrap=True,
+            )
+    if result.config_errors:
+        return EXIT_CONFIG
+    return status
+
+
+@app.command("backfill")
+def backfill_command(
+    config: ConfigOption,
+    since: Annotated[str, typer.Option(help="First day to backfill, YYYY-MM-DD (UTC).")],
+    until: Annotated[str, typer.Option(help="Last day to backfill, inclusive.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Redo days whose nightly manifest is complete.")
+    ] = False,
+    log_format: LogFormatArg = LogFormatOption.text,
+    log_level: LogLevelArg = "WARNING",
+) -> None:
+    """Run the nightly pipeline day by day over a range, with a progress bar; resumable.
+
+    Each day D collects the window [D, D+1) and runs the stages. Days already covered by a
+    complete nightly or backfill run manifest are skipped unless --force, so an interrupted
+    backfill picks up where it stopped. Holds the run lock throughout. Exit 0 when every day
+    is complete, 1 when some day is not (listed), 2 for usage errors.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from gpucost.backfill import DayOutcome, days_between, run_backfill
+
+    settings = _load(config, log_format, log_level)
+    first, last = _parse_day(since, "--since"), _parse_day(until, "--until")
+    assert first is not None and last is not None
+    if last < first:
+        _fail_config(f"--until {last} is before --since {first}")
+    total = len(days_between(first, last))
+    outcomes: list[DayOutcome] = []
+    try:
+        runtime = Runtime.from_config(settings)
+        with (
+            _run_lock(settings, "backfill"),
+            Progress(
+                TextColumn("[bold]backfill[/] {task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[note]}"),
+                console=errors,
+                transient=False,
+            ) as progress,
+            _logs_above_progress(),
+        ):
+            task = progress.add_task("", total=total, note="")
+
+            def on_start(day: date) -> None:
+                progress.update(task, description=day.isoformat())
+
+            def on_day(outcome: DayOutcome) -> None:
+                outcomes.append(outcome)
+                progress.update(task, advance=1, note=f"{outcome.day}: {outcome.status}")
+
+            run_backfill(runtime, first, last, force=force, on_start=on_start, on_day=on_day)
+    except ConfigError as error:
+        _fail_config(str(error))
+        return
+    except GpucostError as error:
+        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INCOMPLETE) from None
+    counts = {
+        status: sum(1 for outcome in outcomes if outcome.status == status)
+        for status in ("complete", "skipped", "incomplete", "failed")
+    }
+    console.print(
+        f"backfill {first}..{last}: "
+        + ", ".join(f"{count} {status}" for status, count in counts.items()),
+        soft_wrap=True,
+    )
+    bad = [outcome for outcome in outcomes if outcome.status in ("incomplete", "failed")]
+    for outcome in bad:
+        for problem in outcome.problems or ["not complete"]:
+            errors.print(
+                f"[bold red]{outcome.status}:[/] {outcome.day}: {problem} (run {outcome.run_id})",
+                highlight=False,
+                soft_wrap=True,
+            )
+    raise typer.Exit(EXIT_INCOMPLETE if bad else EXIT_OK)
+
+
+@contextmanager
+def _logs_above_progress() -> Iterator[None]:
+    """Point stderr log handlers at ``sys.stderr`` as the live progress display replaced it.
+
+    Rich redirects ``sys.stderr`` while a progress bar is live on a terminal, so lines written
+    there print above the bar; handlers made earlier still hold the original stream.
+    """
+    saved: list[tuple[logging.StreamHandler[TextIO], TextIO]] = []
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.__stderr__:
+            saved.append((handler, sys.__stderr__))
+            handler.setStream(sys.stderr)
+    try:
+        yield
+    finally:
+        for handler, stream in saved:
+            handler.setStream(stream)
+
+
+@app.command("serve")
+def serve_command(
+    config: ConfigOption,
+    log_format: LogFormatArg = LogFormatOption.text,
+    log_level: LogLevelArg = "INFO",
+) -> None:
+    """Run the scheduler: every source on its `schedule`, the nightly at [serve] nightly_schedule.
+
+    Serves /metrics (Prometheus) and /healthz on [serve] metrics_host:metrics_port, 127.0.0.1:9464
+    by default. Jobs persist in [serve] jobstore (SQLite) and survive restarts. SIGTERM lets the
+    job in progress finish, then exits 0.
+    """
+    from gpucost.scheduler import serve
+
+    settings = _load(config, log_format, log_level)
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        logger.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        status = serve(settings, stop)
+    except ConfigError as error:
+        _fail_config(str(error))
+        return
+    except OSError as error:  # the port is taken, the job store's folder is not writable
+        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INCOMPLETE) from None
+    raise typer.Exit(status)
 
 
 class UsageFormatOption(StrEnum):
@@ -238,7 +401,13 @@ def config_check_command(
     log_level: LogLevelArg = "WARNING",
 ) -> None:
     """Validate a config file and print it as gpucost understood it (secrets masked)."""
+    from gpucost.scheduler import validate_schedules
+
     settings = _load(config, log_format, log_level)
+    try:
+        validate_schedules(settings)
+    except ConfigError as error:
+        _fail_config(str(error))
     console.print_json(settings.model_dump_json(indent=2))
     console.print(
         f"[green]ok[/]: {config} is valid ({len(settings.sources)} sources, "

@@ -120,11 +120,67 @@ class ProjectRule(StrictModel):
     match: ProjectMatch
 
 
+class ServeSettings(StrictModel):
+    """``[serve]``: the long-running scheduler (``gpucost serve``) and its HTTP endpoints."""
+
+    jobstore: str | None = Field(
+        default=None,
+        description=(
+            "SQLite file (or SQLAlchemy URL) keeping the schedule across restarts; default "
+            "`{data_dir}/_scheduler.sqlite` when data_dir is local (required when it is s3://)."
+        ),
+    )
+    run_nightly: bool = Field(
+        default=True,
+        description="Run the nightly pipeline too; false when cron or a CronJob runs it.",
+    )
+    nightly_schedule: str = Field(
+        default="0 2 * * *",
+        description="Cron (UTC) of the nightly pipeline; 6 fields means seconds first.",
+    )
+    misfire_grace_s: int = Field(
+        default=6 * 3600,
+        ge=1,
+        description="A run missed by at most this much (restart, long job) still runs, once.",
+    )
+    max_workers: int = Field(
+        default=1, ge=1, le=16, description="Jobs running at once (1: one lake writer at a time)."
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address of /metrics and /healthz; loopback by default."
+    )
+    metrics_port: int = Field(
+        default=9464, ge=0, le=65535, description="Port of /metrics and /healthz (0: any free)."
+    )
+    metrics_token: SecretRef | None = Field(
+        default=None,
+        description="Bearer token /metrics requires when set (bind beyond loopback with one).",
+    )
+    business_metrics: bool = Field(
+        default=True,
+        description="Export cost per project, idle GPU hours and waste gauges from the lake.",
+    )
+
+
+class LockSettings(StrictModel):
+    """``[lock]``: the lock that keeps two nightly or backfill runs from overlapping."""
+
+    path: str | None = Field(
+        default=None,
+        description=(
+            "Lock file; default `{data_dir}/_locks/nightly.lock` when data_dir is local, else a "
+            "file in the system temporary directory (it then only excludes runs on this host)."
+        ),
+    )
+
+
 class GpucostConfig(StrictModel):
     """The whole validated configuration."""
 
     store: StoreSettings = Field(default_factory=StoreSettings)
     nightly: NightlySettings = Field(default_factory=NightlySettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    lock: LockSettings = Field(default_factory=LockSettings)
     sources: list[SerializeAsAny[SourceSettings]] = Field(default_factory=list)
     projects: list[ProjectRule] = Field(default_factory=list)
     path: str | None = Field(default=None, exclude=True, description="Where it was loaded from.")
@@ -246,6 +302,56 @@ def apply_env_overrides(raw: Mapping[str, Any], environ: Mapping[str, str]) -> d
                 "GPUCOST__SOURCES__<SOURCE_NAME>__<KEY>"
             )
     return result
+
+
+def secret_refs(value: Any) -> list[SecretRef]:
+    """Every :class:`SecretRef` inside a config object (sections, sources, lists), in order."""
+    found: list[SecretRef] = []
+    if isinstance(value, SecretRef):
+        found.append(value)
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            found.extend(secret_refs(getattr(value, name)))
+    elif isinstance(value, list | tuple):
+        for item in value:
+            found.extend(secret_refs(item))
+    elif isinstance(value, dict):
+        for item in value.values():
+            found.extend(secret_refs(item))
+    return found
+
+
+def permission_warnings(config: GpucostConfig) -> list[str]:
+    """Warnings for secret files others can read, and for such a config readable by others.
+
+    A secret ``file`` whose mode lets group or others read it is readable by every account on
+    the host; a config that names secret files and is itself world-readable tells them where to
+    look. Both are warnings, not errors: containers often mount files with loose modes on a
+    filesystem nobody else shares.
+    """
+    warnings: list[str] = []
+    files = [ref.file for ref in secret_refs(config) if ref.file is not None]
+    for file in files:
+        try:
+            mode = Path(file).stat().st_mode
+        except OSError:
+            continue  # resolving the secret reports a missing file
+        if mode & 0o044:
+            warnings.append(
+                f"secret file {file} is readable by group or others (mode {mode & 0o777:04o}); "
+                "chmod 600 it"
+            )
+    if files and config.path is not None:
+        try:
+            mode = Path(config.path).stat().st_mode
+        except OSError:
+            return warnings
+        if mode & 0o004:
+            warnings.append(
+                f"config file {config.path} names secret files and is readable by others "
+                f"(mode {mode & 0o777:04o}); chmod o-r it"
+            )
+    return warnings
 
 
 def matches_any(value: str | None, patterns: list[str]) -> bool:

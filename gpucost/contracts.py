@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import polars as pl
 
@@ -46,7 +47,7 @@ class TableContract:
     """Column naming the source that wrote the row; a write replaces one source's day."""
     doc: str = ""
 
-    @property
+    @cached_property
     def schema(self) -> pl.Schema:
         """The Polars schema, in contract column order."""
         return pl.Schema({column.name: column.dtype for column in self.columns})

@@ -1,0 +1,159 @@
+"""Backfill: run the nightly pipeline day by day over a range, resumably.
+
+Each day ``D`` is one run over the window ``[D, D+1)`` with command ``backfill``. A day is
+*done* when some run manifest (``_runs/*.json``) of a ``nightly`` or ``backfill`` run is
+``complete``, covers the day, and records every current stage as ``ok``: a night that covered
+September completes all of September's days, and a day finished before a new stage existed is
+redone. Done days are skipped unless ``force``; an interrupted backfill resumes where it
+stopped, because an interrupted day's manifest still says ``running``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any, Literal
+
+from gpucost.errors import GpucostError
+from gpucost.lake import Lake
+from gpucost.nightly import NIGHTLY_STAGES, NightlyResult, NightlyStage, run_nightly
+from gpucost.pipeline import Runtime
+from gpucost.window import Window
+
+logger = logging.getLogger(__name__)
+
+COMPLETING_COMMANDS = frozenset({"nightly", "backfill"})
+"""Run commands whose complete manifests mark their days as done."""
+
+DayStatus = Literal["skipped", "complete", "incomplete", "failed"]
+
+
+@dataclass
+class DayOutcome:
+    """What happened to one day of a backfill."""
+
+    day: date
+    status: DayStatus
+    run_id: str | None = None
+    problems: list[str] = field(default_factory=list)
+    """Sources and stages that failed or returned nothing, with the reason."""
+
+
+def completed_days(lake: Lake, stage_names: Iterable[str] = ()) -> set[date]:
+    """Days covered by a complete nightly/backfill manifest that ran all of ``stage_names``.
+
+    Unreadable manifests are ignored (their days count as not done), never fatal.
+    """
+    required = set(stage_names)
+    done: set[date] = set()
+    for relative in lake.storage.list("_runs/"):
+        if not relative.endswith(".json"):
+            continue
+        try:
+            document = lake.read_json(relative)
+        except (GpucostError, ValueError):
+            logger.warning("run manifest %s is unreadable; its days count as not done", relative)
+            continue
+        if not _is_complete(document, required):
+            continue
+        try:
+            window = Window(
+                date.fromisoformat(document["window_start"]),
+                date.fromisoformat(document["window_end_exclusive"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
+        done.update(window.each_day())
+    return done
+
+
+def _is_complete(document: Any, required: set[str]) -> bool:
+    if not isinstance(document, dict):
+        return False
+    if document.get("command") not in COMPLETING_COMMANDS or document.get("status") != "complete":
+        return False
+    ok = {
+        stage.get("name")
+        for stage in document.get("stages") or []
+        if isinstance(stage, dict) and stage.get("status") == "ok"
+    }
+    return required <= ok
+
+
+def days_between(first: date, last: date) -> list[date]:
+    """Every day from ``first`` to ``last``, both included."""
+    return list(Window.days_inclusive(first, last).each_day())
+
+
+def plan(
+    runtime: Runtime,
+    first: date,
+    last: date,
+    *,
+    force: bool = False,
+    stages: Sequence[NightlyStage] = NIGHTLY_STAGES,
+) -> list[tuple[date, bool]]:
+    """Each day of the range and whether it is to be skipped (done already, and no ``force``)."""
+    days = days_between(first, last)
+    done = set() if force else completed_days(runtime.lake, [stage.name for stage in stages])
+    return [(day, day in done) for day in days]
+
+
+def backfill_day(
+    runtime: Runtime, day: date, *, stages: Sequence[NightlyStage] = NIGHTLY_STAGES
+) -> DayOutcome:
+    """Run the pipeline for one day; failures are recorded in the outcome, not raised."""
+    try:
+        result = run_nightly(
+            runtime, Window(day, day + timedelta(days=1)), stages=stages, command="backfill"
+        )
+    except GpucostError as error:
+        logger.error("backfill of %s failed: %s", day, error)
+        return DayOutcome(day, "failed", problems=[str(error)])
+    return outcome_of(day, result)
+
+
+def outcome_of(day: date, result: NightlyResult) -> DayOutcome:
+    """A day's outcome from its nightly result."""
+    manifest = result.manifest
+    problems = [
+        f"source {source.name}: {source.error or 'returned no rows for the window'}"
+        for source in manifest.gaps
+    ]
+    problems += [
+        f"stage {stage.name}: {stage.error}"
+        for stage in manifest.stages
+        if stage.status in ("failed", "skipped")
+    ]
+    status: DayStatus = (
+        "complete"
+        if manifest.status == "complete"
+        else "failed"
+        if manifest.status == "failed"
+        else "incomplete"
+    )
+    return DayOutcome(day, status, manifest.run_id, problems)
+
+
+def run_backfill(
+    runtime: Runtime,
+    first: date,
+    last: date,
+    *,
+    force: bool = False,
+    stages: Sequence[NightlyStage] = NIGHTLY_STAGES,
+    on_day: Callable[[DayOutcome], None] | None = None,
+    on_start: Callable[[date], None] | None = None,
+) -> list[DayOutcome]:
+    """Backfill ``first``..``last`` day by day; ``on_start``/``on_day`` drive a progress bar."""
+    outcomes: list[DayOutcome] = []
+    for day, skip in plan(runtime, first, last, force=force, stages=stages):
+        if on_start is not None:
+            on_start(day)
+        outcome = DayOutcome(day, "skipped") if skip else backfill_day(runtime, day, stages=stages)
+        outcomes.append(outcome)
+        if on_day is not None:
+            on_day(outcome)
+    return outcomes

@@ -1,0 +1,477 @@
+"""``gpucost serve``: scheduled jobs, a persistent schedule, clean SIGTERM, /metrics, /healthz.
+
+The service runs as a real subprocess on a fast schedule (six-field cron, seconds first), its
+endpoints on a free loopback port read from its log.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
+
+import collector
+from gpucost.cli import app
+from gpucost.config import load_config
+from gpucost.contracts import ALLOCATION, FINDINGS
+from gpucost.errors import ConfigError
+from gpucost.httpd import EndpointServer
+from gpucost.metrics import ServeMetrics, business_figures, business_windows
+from gpucost.nightly import run_nightly
+from gpucost.pipeline import Runtime
+from gpucost.scheduler import (
+    crontab_day_of_week,
+    job_specs,
+    jobstore_url,
+    parse_schedule,
+    reconcile,
+    scheduler_options,
+    serve,
+)
+from gpucost.window import Window
+
+collector.load_all()
+
+TESTS = Path(__file__).parent
+SAMPLE = TESTS / "data" / "focus" / "focus_1.0_sample_1000.csv"
+ROSTER = (
+    "person_id,name,project,fraction,start,end,cost_center\nP1,Ada Example,p,1.0,2024-01-01,,CC\n"
+)
+runner = CliRunner()
+
+
+def write_config(
+    tmp_path: Path,
+    *,
+    focus_schedule: str = "*/1 * * * * *",
+    roster_schedule: str = "*/1 * * * * *",
+    nightly_schedule: str = "0 0 1 1 *",
+    data_dir: str | None = None,
+    serve_extra: str = "",
+    extra: str = "",
+) -> Path:
+    roster = tmp_path / "roster.csv"
+    roster.write_text(ROSTER)
+    path = tmp_path / "gpucost.toml"
+    focus_line = f'schedule = "{focus_schedule}"' if focus_schedule else ""
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            [store]
+            data_dir = "{data_dir or tmp_path / "lake"}"
+            out_dir = "{tmp_path / "out"}"
+
+            [nightly]
+            as_of = "2024-10-01"
+            lookback_days = 2
+
+            [serve]
+            nightly_schedule = "{nightly_schedule}"
+            metrics_port = 0
+            {serve_extra}
+
+            [[sources]]
+            name = "finance-focus"
+            kind = "focus-files"
+            path = "{SAMPLE}"
+            {focus_line}
+
+            [[sources]]
+            name = "roster"
+            kind = "roster"
+            path = "{roster}"
+            schedule = "{roster_schedule}"
+
+            [[projects]]
+            name = "data-platform"
+            cost_center = "CC-200"
+            match = {{ tags = {{ business_unit = "*Data*" }} }}
+            """
+        )
+        + extra
+    )
+    return path
+
+
+class Service:
+    """A ``gpucost serve`` subprocess whose stderr goes to a file we can poll."""
+
+    def __init__(self, config: Path, log: Path, script: Path | None = None) -> None:
+        self.log = log
+        command = (
+            [sys.executable, str(script)]
+            if script is not None
+            else [sys.executable, "-m", "gpucost.cli"]
+        )
+        self.process = subprocess.Popen(
+            [*command, "serve", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("w"),
+        )
+        self.base = wait_for(self._base_url, 30, "the service to report its address")
+
+    def _base_url(self) -> str | None:
+        assert self.process.poll() is None, self.text()
+        match = re.search(r"serving /metrics and /healthz on (http://[\d.]+:\d+)", self.text())
+        return match.group(1) if match else None
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+        request = urllib.request.Request(self.base + path, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def terminate(self, timeout: float = 30) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def manifests(lake: Path) -> list[dict[str, Any]]:
+    documents = []
+    for path in sorted((lake / "_runs").glob("*.json")):
+        try:
+            documents.append(json.loads(path.read_text()))
+        except json.JSONDecodeError:  # being replaced right now; atomic rename makes this rare
+            continue
+    return documents
+
+
+def runs_of(lake: Path, source: str, command: str = "serve") -> list[dict[str, Any]]:
+    return [
+        m
+        for m in manifests(lake)
+        if m["command"] == command and [s["name"] for s in m["sources"]] == [source]
+    ]
+
+
+def stored_jobs(jobstore: Path) -> dict[str, float]:
+    with sqlite3.connect(jobstore) as connection:
+        return dict(connection.execute("select id, next_run_time from apscheduler_jobs"))
+
+
+def metric_values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    values = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return values
+
+
+def test_serve_runs_two_jobs_survives_a_restart_and_stops_cleanly(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    lake = tmp_path / "lake"
+    service = Service(config, tmp_path / "serve-1.log")
+    wait_for(
+        lambda: len(runs_of(lake, "finance-focus")) >= 2 and len(runs_of(lake, "roster")) >= 2,
+        30,
+        "two runs of each scheduled source",
+    )
+    assert service.get("/healthz")[0] == 200
+    status, text = service.get("/metrics")
+    assert status == 200
+    values = metric_values(text)
+    for source in ("finance-focus", "roster"):
+        assert values[("gpucost_source_last_success_timestamp_seconds", (("source", source),))]
+        assert values[("gpucost_source_last_run_success", (("source", source),))] == 1.0
+    assert values[("gpucost_source_rows", (("source", "finance-focus"), ("table", "billing")))] > 0
+    assert service.terminate() == 0
+    log = service.text()
+    assert "jobs: 0 kept as stored, 3 added" in log and "stopped cleanly" in log
+
+    jobstore = lake / "_scheduler.sqlite"
+    stored = stored_jobs(jobstore)
+    assert set(stored) == {"nightly", "source:finance-focus", "source:roster"}
+    before = {name: len(runs_of(lake, name)) for name in ("finance-focus", "roster")}
+
+    # Restart: the stored schedule is kept as it was (the nightly keeps its stored next run
+    # time), nothing is added twice, and the jobs run again.
+    service = Service(config, tmp_path / "serve-2.log")
+    wait_for(
+        lambda: all(len(runs_of(lake, name)) >= count + 2 for name, count in before.items()),
+        30,
+        "the restarted service to run both jobs again",
+    )
+    assert "jobs: 3 kept as stored, 0 added, 0 replaced, 0 removed" in service.text()
+    restarted = stored_jobs(jobstore)
+    assert set(restarted) == set(stored)
+    assert restarted["nightly"] == stored["nightly"]
+    assert service.terminate() == 0
+
+    # One worker, max_instances=1: no run of a source overlaps another run of it.
+    for name in ("finance-focus", "roster"):
+        runs = sorted(runs_of(lake, name), key=lambda m: m["started_at"])
+        assert all(m["status"] == "complete" for m in runs)
+        for earlier, later in itertools.pairwise(runs):
+            assert earlier["finished_at"] <= later["started_at"]
+
+
+SLOW_WRITER = """
+import os, sys, time
+from gpucost import storage
+
+original = storage.LocalStorage.put_atomic
+READY = os.environ["GPUCOST_TEST_READY"]
+
+def slow_put(self, relative, data, content_sha256=None):
+    if relative.startswith("billing/") and not os.path.exists(READY):
+        open(READY, "w").close()
+        time.sleep(2)  # SIGTERM arrives now, in the middle of the job's first lake write
+    return original(self, relative, data, content_sha256)
+
+storage.LocalStorage.put_atomic = slow_put
+from gpucost.cli import main
+sys.argv = ["gpucost"] + sys.argv[1:]
+main()
+"""
+
+
+def test_sigterm_lets_the_write_in_progress_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_config(tmp_path, focus_schedule="*/2 * * * * *", roster_schedule="0 0 1 1 *")
+    ready = tmp_path / "ready"
+    monkeypatch.setenv("GPUCOST_TEST_READY", str(ready))
+    script = tmp_path / "slow_writer.py"
+    script.write_text(SLOW_WRITER)
+    service = Service(config, tmp_path / "serve.log", script=script)
+    wait_for(ready.exists, 30, "the first billing write to start")
+    assert service.terminate() == 0
+    log = service.text()
+    assert "waiting for the job in progress to finish" in log
+    runs = runs_of(tmp_path / "lake", "finance-focus")
+    assert len(runs) == 1 and runs[0]["status"] == "complete", runs
+    assert runs[0]["sources"][0]["rows"]["billing"] > 0
+    assert not list((tmp_path / "lake").rglob(".*.tmp"))
+
+
+def test_reconcile_keeps_unchanged_jobs_replaces_changed_and_removes_gone(
+    tmp_path: Path,
+) -> None:
+    config_path = write_config(tmp_path, nightly_schedule="0 2 * * *")
+    config = load_config(config_path)
+    specs = job_specs(config, str(config_path))
+    first = BackgroundScheduler(**scheduler_options(config))
+    first.start(paused=True)
+    report = reconcile(first, specs, config.serve.misfire_grace_s)
+    assert sorted(report.added) == ["nightly", "source:finance-focus", "source:roster"]
+    stored = {job.id: job.next_run_time for job in first.get_jobs()}
+    job = first.get_job("nightly")
+    assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (True, 1, 6 * 3600)
+    first.shutdown()
+
+    # finance-focus loses its schedule, the nightly moves, the roster stays as it was.
+    config_path = write_config(tmp_path, focus_schedule="", nightly_schedule="30 2 * * *")
+    config = load_config(config_path)
+    second = BackgroundScheduler(**scheduler_options(config))
+    second.start(paused=True)
+    report = reconcile(second, job_specs(config, str(config_path)), config.serve.misfire_grace_s)
+    assert report.kept == ["source:roster"]
+    assert report.replaced == ["nightly"] and report.removed == ["source:finance-focus"]
+    assert second.get_job("source:roster").next_run_time == stored["source:roster"]
+    assert len(second.get_jobs()) == 2
+    second.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("expression", "fires"),
+    [
+        ("0 3 * * *", [datetime(2024, 9, 2, 3, tzinfo=UTC), datetime(2024, 9, 3, 3, tzinfo=UTC)]),
+        # Crontab's 0 is Sunday: 2024-09-08 is a Sunday.
+        ("0 3 * * 0", [datetime(2024, 9, 8, 3, tzinfo=UTC), datetime(2024, 9, 15, 3, tzinfo=UTC)]),
+        ("15 6 * * 7", [datetime(2024, 9, 8, 6, 15, tzinfo=UTC)]),
+        ("0 0 * * 1-5", [datetime(2024, 9, 2, tzinfo=UTC), datetime(2024, 9, 3, tzinfo=UTC)]),
+        ("*/20 * * * * *", [datetime(2024, 9, 1, 12, 0, 20, tzinfo=UTC)]),
+    ],
+)
+def test_schedules_read_as_crontab_in_utc(expression: str, fires: list[datetime]) -> None:
+    trigger = parse_schedule(expression)
+    now = datetime(2024, 9, 1, 12, 0, 0, 500000, tzinfo=UTC)  # a Sunday, noon
+    previous = None
+    for expected in fires:
+        fire = trigger.get_next_fire_time(previous, now)
+        assert fire == expected
+        previous, now = fire, fire
+
+
+def test_crontab_weekdays_become_names() -> None:
+    assert crontab_day_of_week("*") == "*"
+    assert crontab_day_of_week("0,6") == "sun,sat"
+    assert crontab_day_of_week("1-5") == "mon,tue,wed,thu,fri"
+    assert crontab_day_of_week("*/2") == "sun,tue,thu,sat"
+    assert crontab_day_of_week("mon-fri") == "mon-fri"
+    with pytest.raises(ValueError, match="outside 0-7"):
+        crontab_day_of_week("8")
+
+
+@pytest.mark.parametrize(
+    ("replace", "message"),
+    [
+        (('"*/1 * * * * *"', '"61 * * * *"'), "sources[0] (finance-focus).schedule"),
+        (('"0 0 1 1 *"', '"every night"'), "serve.nightly_schedule"),
+    ],
+)
+def test_bad_schedules_are_config_errors(
+    tmp_path: Path, replace: tuple[str, str], message: str
+) -> None:
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace(*replace, 1))
+    result = runner.invoke(app, ["config", "check", "--config", str(config)])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_an_object_store_lake_needs_a_jobstore(tmp_path: Path) -> None:
+    config = write_config(tmp_path, data_dir="s3://bucket/lake")
+    with pytest.raises(ConfigError, match=r"serve\.jobstore: set it to a local file"):
+        jobstore_url(load_config(config))
+    jobstore = tmp_path / "volume" / "scheduler.sqlite"
+    config = write_config(
+        tmp_path, data_dir="s3://bucket/lake", serve_extra=f'jobstore = "{jobstore}"'
+    )
+    assert jobstore_url(load_config(config)) == f"sqlite:///{jobstore}"
+    assert jobstore.parent.is_dir()
+
+
+def test_healthz_says_503_once_stopping() -> None:
+    healthy = threading.Event()
+    healthy.set()
+    server = EndpointServer(
+        "127.0.0.1", 0, ServeMetrics().registry, lambda: (healthy.is_set(), {"jobs": 1})
+    )
+    host, port = server.start()
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=5) as response:
+            assert json.loads(response.read()) == {"status": "ok", "jobs": 1}
+        healthy.clear()
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=5)
+        assert raised.value.code == 503
+    finally:
+        server.stop()
+
+
+def test_business_gauges_come_from_billing_allocation_and_findings(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path))
+    runtime = Runtime.from_config(config)
+    run_nightly(runtime, Window(date(2024, 9, 1), date(2024, 10, 1)))
+    windows = business_windows(date(2024, 10, 1))
+    assert windows["yesterday"] == Window(date(2024, 9, 30), date(2024, 10, 1))
+    assert windows["month_to_date"] == Window(date(2024, 9, 1), date(2024, 10, 1))
+
+    allocation = pl.DataFrame(
+        {
+            "day": [date(2024, 9, 30), date(2024, 9, 30), date(2024, 9, 12)],
+            "project": ["llm", "llm", "llm"],
+            "category": ["gpu_used", "gpu_idle", "gpu_idle"],
+            "amount": [Decimal("10"), Decimal("4"), Decimal("2")],
+            "currency": ["USD"] * 3,
+            "gpu_hours_used": [20.0, 0.0, 0.0],
+            "gpu_hours_idle": [0.0, 8.0, 5.0],
+            "source": ["allocator"] * 3,
+        }
+    )
+    conformed = ALLOCATION.conform(allocation, "allocator")
+    runtime.lake.write_window(
+        ALLOCATION, "allocator", Window(date(2024, 9, 1), date(2024, 10, 1)), conformed
+    )
+    findings = FINDINGS.conform(
+        pl.DataFrame(
+            {
+                "day": [date(2024, 9, 30)],
+                "kind": ["idle_gpu_server"],
+                "project": ["llm"],
+                "est_monthly_waste": [Decimal("1234.5")],
+                "currency": ["USD"],
+                "severity": ["high"],
+                "source": ["reports"],
+            }
+        ),
+        "reports",
+    )
+    runtime.lake.write_window(
+        FINDINGS, "reports", Window(date(2024, 9, 30), date(2024, 10, 1)), findings
+    )
+
+    metrics = ServeMetrics()
+    metrics.set_business(business_figures(runtime, date(2024, 10, 1)))
+    from prometheus_client import generate_latest
+
+    values = metric_values(generate_latest(metrics.registry).decode())
+    billed = {
+        (dict(labels)["project"], dict(labels)["period"]): value
+        for (name, labels), value in values.items()
+        if name == "gpucost_project_billed_cost"
+    }
+    summary = runtime.out.storage.list("summary/")
+    assert summary, "the nightly wrote its summary"
+    month = sum(value for (_, period), value in billed.items() if period == "month_to_date")
+    assert month == pytest.approx(20.52022672899)  # the sample's September total
+    assert ("data-platform", "yesterday") in billed
+    hours = {
+        (dict(labels)["state"], dict(labels)["period"]): value
+        for (name, labels), value in values.items()
+        if name == "gpucost_project_gpu_hours"
+    }
+    assert hours[("idle", "yesterday")] == 8.0 and hours[("idle", "month_to_date")] == 13.0
+    assert hours[("used", "yesterday")] == 20.0
+    waste_key = (
+        "gpucost_estimated_monthly_waste",
+        (("currency", "USD"), ("kind", "idle_gpu_server"), ("project", "llm")),
+    )
+    assert values[waste_key] == 1234.5
+    assert values[("gpucost_findings", (("kind", "idle_gpu_server"), ("severity", "high")))] == 1
+
+
+def test_a_taken_port_fails_the_start_before_any_job_runs(tmp_path: Path) -> None:
+    config_path = write_config(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        text = config_path.read_text().replace("metrics_port = 0", f"metrics_port = {port}")
+        config_path.write_text(text)
+        with pytest.raises(OSError):
+            serve(load_config(config_path), threading.Event())
+    assert not (tmp_path / "lake" / "_runs").exists()
+
+
+def test_the_nightly_job_can_be_left_to_cron(tmp_path: Path) -> None:
+    config_path = write_config(tmp_path, serve_extra="run_nightly = false")
+    ids = [spec.id for spec in job_specs(load_config(config_path), str(config_path))]
+    assert ids == ["source:finance-focus", "source:roster"]
