@@ -635,7 +635,7 @@ def _label_sets_one_by_one(texts: pl.Series, keep_labels: bool) -> pl.DataFrame:
         labels = _parse_label_set(text)
         ok = not isinstance(labels, str)
         row: dict[str, object] = {"labels_text": text, "label_set_ok": ok}
-        row.update(_roles_of(labels if isinstance(labels, dict) else {}))
+        row.update(label_roles(labels if isinstance(labels, dict) else {}))
         if keep_labels:
             row["labels"] = _label_list(labels) if isinstance(labels, dict) else None
         rows.append(row)
@@ -718,7 +718,7 @@ def _parse_label_set(text: str) -> dict[str, str] | str:
             return labels
 
 
-def _roles_of(labels: Mapping[str, str]) -> dict[str, str | None]:
+def label_roles(labels: Mapping[str, str]) -> dict[str, str | None]:
     """The normalised label columns of one label set (see ``_ROLES``)."""
     roles: dict[str, str | None] = {}
     for role, exported, sources in _ROLES:
@@ -733,7 +733,7 @@ def _label_list(labels: Mapping[str, str]) -> list[dict[str, str]]:
     return [{"name": name, "value": value} for name, value in labels.items()]
 
 
-def _gpu_index_of(roles: Mapping[str, str | None]) -> int | None:
+def gpu_index_of(roles: Mapping[str, str | None]) -> int | None:
     """Python twin of :func:`_gpu_index`."""
     for text in (roles["gpu"], (roles["device"] or "").removeprefix("nvidia")):
         if text and _INTEGER_RE.fullmatch(text) and -(2**31) <= int(text) < 2**31:
@@ -755,13 +755,13 @@ def _parse_slow_lines(
             errors.append(LineError(line_number, parsed, line[:_MAX_LINE_IN_ERROR]))
             continue
         name, labels, value_text, timestamp_ms = parsed
-        roles = _roles_of(labels)
+        roles = label_roles(labels)
         row: dict[str, object] = {
             "line_number": line_number,
             "metric": canonical_metric_name(name),
             "value": None if is_dcgm_blank(value_text) else float(value_text),
             "timestamp_ms": timestamp_ms,
-            "gpu_index": _gpu_index_of(roles),
+            "gpu_index": gpu_index_of(roles),
             **{column: roles[column] for column in _LABEL_COLUMNS[1:]},
         }
         if keep_labels:

@@ -32,7 +32,7 @@ from gpucost.lock import RunLock, lock_path
 from gpucost.logs import setup_logging
 from gpucost.manifest import RunManifest
 from gpucost.nightly import NightlyResult, run_nightly
-from gpucost.pipeline import Runtime, collect, nightly_window
+from gpucost.pipeline import Runtime, collect, land_gpu_usage, nightly_window
 from gpucost.window import Window
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_CONFIG = 0, 1, 2
@@ -392,6 +392,57 @@ def synth_command(
         f"usage {summary.usage_path.name}, truth {summary.truth_json.name}",
         soft_wrap=True,
     )
+
+
+@app.command("agent")
+def agent_command(
+    config: ConfigOption,
+    source: Annotated[
+        str | None, typer.Option("--source", "-s", help="The nvml source (if several).")
+    ] = None,
+    interval: Annotated[
+        float | None, typer.Option(min=0.1, help="Seconds between samples (default: config).")
+    ] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Take one round of samples and exit.")
+    ] = False,
+    log_format: LogFormatArg = LogFormatOption.text,
+    log_level: LogLevelArg = "INFO",
+) -> None:
+    """Sample this host's GPUs through NVML and land hourly gpu_usage rows (SIGTERM stops)."""
+    from collector.nvml import NvmlSettings, run_agent, sampler_from_settings, spool_from_settings
+
+    settings = _load(config, log_format, log_level)
+    found = [
+        s for s in settings.sources if isinstance(s, NvmlSettings) and source in (None, s.name)
+    ]
+    if len(found) != 1:
+        _fail_config(
+            "several nvml sources: choose one with --source"
+            if found
+            else f"no nvml source{f' named {source!r}' if source else ''} in the config"
+        )
+    chosen = found[0]
+    try:
+        runtime = Runtime.from_config(settings)
+        sampler = sampler_from_settings(chosen, runtime.context)
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        stats = run_agent(
+            sampler,
+            interval or chosen.interval_s,
+            0 if once else None,
+            lambda rows: land_gpu_usage(runtime, chosen.name, rows),
+            source=chosen.name,
+            spool=spool_from_settings(chosen, runtime.context),
+            stop=stop,
+        )
+    except GpucostError as error:
+        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INCOMPLETE) from None
+    console.print(f"{stats.rounds} rounds, {stats.rows_written} rows landed")
+    raise typer.Exit(EXIT_OK if stats.rows_written else EXIT_INCOMPLETE)
 
 
 @config_app.command("check")

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import collector
 from allocator.projects import ProjectRule, cost_by_project
 from collector.base import CollectorContext, SourceSettings, get_spec
 from gpucost.config import GpucostConfig
-from gpucost.contracts import BILLING, contract_for
+from gpucost.contracts import BILLING, GPU_USAGE, contract_for
 from gpucost.errors import ContractError, GpucostError
 from gpucost.lake import Lake, day_of, part_as_dict
 from gpucost.manifest import RunManifest, SourceRun, new_run_id
@@ -159,6 +159,24 @@ def collect_source(
         logger.exception("source %s failed unexpectedly", settings.name)
     record.duration_s = round(time.perf_counter() - started, 3)
     return record
+
+
+def land_gpu_usage(runtime: Runtime, source: str, rows: pl.DataFrame) -> None:
+    """Merge an agent's hourly rollups into the lake, day by day.
+
+    An agent lands partial hours as it goes; each day's existing rows of the source are read
+    back and merged (seconds add, maxima take the max), so restarts never double-count.
+    """
+    from collector.gpu_rollup import merge_rollups
+
+    days = rows.with_columns(pl.col("hour").dt.date().alias("__day")).partition_by(
+        "__day", as_dict=True, include_key=False
+    )
+    for (day,), part in sorted(days.items()):
+        window = Window(day, day + timedelta(days=1))
+        landed = runtime.lake.read(GPU_USAGE, window, sources=[source])
+        merged = merge_rollups([landed, part], source)
+        runtime.lake.write_window(GPU_USAGE, source, window, merged)
 
 
 def _first_reject(rejects: pl.DataFrame) -> str:

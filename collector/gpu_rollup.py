@@ -1,0 +1,362 @@
+"""Raw GPU samples to hourly ``gpu_usage`` rows, shared by the three GPU metric sources.
+
+Every GPU source first turns what it read into *raw samples* (:data:`RAW_SAMPLE_SCHEMA`): one row
+per series and instant, where a *series* is one GPU (or MIG slice) x one workload
+(``host``, ``gpu_uuid``, ``namespace``, ``pod``, ``container``). :func:`rollup_hourly` then makes
+one ``gpu_usage`` row per UTC hour x series:
+
+``seconds_observed``
+    Each sample stands for ``min(interval_s, time to the next sample of the same series)``,
+    counted in the hour the sample was taken; the hour's sum is capped at 3600. A missed scrape
+    therefore leaves the hour below 3600 and nothing is ever invented: the last sample before a
+    gap counts one interval, not the gap. Two samples of one series at the same instant (a page
+    read twice, overlapping recordings) count once.
+``util_avg`` / ``util_max``
+    Mean and maximum of ``util`` (fraction 0..1) over the hour's samples; a sample's own
+    ``util_max`` (a peak within its interval, as the Prometheus source queries it) wins over
+    its ``util`` for the maximum.
+``mem_used_max_bytes``, ``mem_total_bytes``, ``power_avg_w``, ``sm_clock_avg_mhz``
+    Maximum, maximum, mean and mean.
+``workload``
+    The owner of the pod, guessed from Kubernetes' generated pod names (:func:`workload_of`).
+``project``
+    Left null on purpose: the allocator resolves projects from namespaces with the config's
+    project rules, and the collectors must not depend on the allocator (DESIGN.md).
+
+MIG slices keep their profile in ``mig_profile``, and their ``gpu_uuid`` names the slice:
+``<GPU uuid>/<GPU instance id>`` (:func:`mig_slice_uuid`), the same from every source.
+
+:class:`SampleSpool` keeps raw samples on local disk for a few days, so that sources sampled
+live (one scrape per collection) can roll up whole hours from many collections.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Final
+
+import polars as pl
+
+from gpucost.contracts import GPU_USAGE, UTC_TIME
+from gpucost.window import Window
+
+__all__ = [
+    "RAW_SAMPLE_SCHEMA",
+    "SECONDS_PER_HOUR",
+    "SERIES_KEYS",
+    "SampleSpool",
+    "conform_samples",
+    "merge_rollups",
+    "mig_slice_uuid",
+    "rollup_hourly",
+    "slice_uuid_expr",
+    "workload_of",
+]
+
+SECONDS_PER_HOUR: Final = 3600
+MIB: Final = 1 << 20
+"""dcgm-exporter reports framebuffer sizes in MiB ("Framebuffer memory used (in MiB)")."""
+
+RAW_SAMPLE_SCHEMA: Final = pl.Schema(
+    {
+        "time": UTC_TIME,
+        "host": pl.String(),
+        "gpu_uuid": pl.String(),
+        "gpu_index": pl.Int32(),
+        "gpu_model": pl.String(),
+        "mig_profile": pl.String(),
+        "namespace": pl.String(),
+        "pod": pl.String(),
+        "container": pl.String(),
+        "util": pl.Float64(),
+        "util_max": pl.Float64(),
+        "mem_used_bytes": pl.Int64(),
+        "mem_total_bytes": pl.Int64(),
+        "power_w": pl.Float64(),
+        "sm_clock_mhz": pl.Float64(),
+    }
+)
+"""One row per series and instant. ``gpu_uuid`` already names the MIG slice; ``util`` and
+``util_max`` are fractions 0..1; absent columns are null."""
+
+SERIES_KEYS: Final = ("host", "gpu_uuid", "namespace", "pod", "container")
+"""A series: one GPU or MIG slice x one workload. Time-sliced pods are separate series."""
+
+_ATTRIBUTES: Final = ("gpu_index", "gpu_model", "mig_profile")
+_MEASURES: Final = (
+    "util",
+    "util_max",
+    "mem_used_bytes",
+    "mem_total_bytes",
+    "power_w",
+    "sm_clock_mhz",
+)
+
+# Kubernetes' generated name suffixes use k8s.io/apimachinery/pkg/util/rand's alphabet
+# "bcdfghjklmnpqrstvwxz2456789" (no vowels, no 0/1/3): 5 characters for a GenerateName suffix
+# (apiserver names.SimpleNameGenerator, randomLength = 5) and up to 10 for a Deployment's
+# pod-template-hash (rand.SafeEncodeString of a 32-bit hash).
+_K8S_ALPHABET: Final = "[bcdfghjklmnpqrstvwxz2456789]"
+_WORKLOAD_RULES: Final = (
+    # Deployment: <deployment>-<pod-template-hash>-<5>
+    rf"^(.+)-{_K8S_ALPHABET}{{6,10}}-{_K8S_ALPHABET}{{5}}$",
+    # Kubeflow training-operator jobs: <job>-<replica type>-<index>
+    r"^(.+)-(?:master|worker|chief|ps|evaluator|launcher|learner)-[0-9]+$",
+    # StatefulSet: <statefulset>-<ordinal>
+    r"^(.+)-[0-9]+$",
+    # Job, DaemonSet, bare ReplicaSet: <owner>-<5>
+    rf"^(.+)-{_K8S_ALPHABET}{{5}}$",
+)
+
+
+def mig_slice_uuid(gpu_uuid: str, gpu_instance_id: int | str) -> str:
+    """The ``gpu_uuid`` of a MIG slice: ``<GPU uuid>/<GPU instance id>``."""
+    return f"{gpu_uuid}/{gpu_instance_id}"
+
+
+def slice_uuid_expr(gpu_uuid: pl.Expr, gpu_instance_id: pl.Expr) -> pl.Expr:
+    """Polars twin of :func:`mig_slice_uuid`: the GPU's uuid when there is no instance id."""
+    return (
+        pl.when(gpu_instance_id.is_not_null())
+        .then(pl.concat_str([gpu_uuid, pl.lit("/"), gpu_instance_id.cast(pl.String())]))
+        .otherwise(gpu_uuid)
+    )
+
+
+def workload_of(pod: pl.Expr) -> pl.Expr:
+    """The workload that owns a pod, from Kubernetes' pod naming conventions.
+
+    ``llama-predictor-7d9f8b6c5d-x2k9p`` -> ``llama-predictor`` (Deployment),
+    ``train-00042-worker-0`` -> ``train-00042`` (Kubeflow job), ``db-0`` -> ``db``
+    (StatefulSet), ``backup-x2k9p`` -> ``backup`` (Job); any other name is its own workload.
+    A heuristic: a hand-written name ending in five consonants loses them.
+    """
+    expression: pl.Expr = pod
+    for pattern in reversed(_WORKLOAD_RULES):
+        expression = (
+            pl.when(pod.str.contains(pattern))
+            .then(pod.str.extract(pattern, 1))
+            .otherwise(expression)
+        )
+    return expression
+
+
+def conform_samples(frame: pl.DataFrame) -> pl.DataFrame:
+    """Shape a source's samples into :data:`RAW_SAMPLE_SCHEMA` (absent columns become null)."""
+    unknown = [name for name in frame.columns if name not in RAW_SAMPLE_SCHEMA]
+    if unknown:
+        raise ValueError(f"raw GPU samples have unknown columns: {', '.join(unknown)}")
+    return frame.select(
+        [
+            (
+                pl.col(name).cast(dtype)
+                if name in frame.columns
+                else pl.lit(None, dtype=dtype).alias(name)
+            )
+            for name, dtype in RAW_SAMPLE_SCHEMA.items()
+        ]
+    )
+
+
+def empty_samples() -> pl.DataFrame:
+    """No samples, with :data:`RAW_SAMPLE_SCHEMA`."""
+    return pl.DataFrame(schema=RAW_SAMPLE_SCHEMA)
+
+
+def rollup_hourly(
+    samples: pl.DataFrame,
+    *,
+    interval_s: float,
+    source: str,
+    window: Window | None = None,
+) -> pl.DataFrame:
+    """One ``gpu_usage`` row per UTC hour x series, conformed to the contract (pure).
+
+    ``interval_s`` is the nominal time between two samples of a series (the scrape interval,
+    the query step, the agent's interval). Samples without a time, host or GPU uuid are
+    dropped, as are samples outside ``window`` when one is given. Rows are sorted.
+    """
+    if interval_s <= 0:
+        raise ValueError("interval_s must be positive")
+    conformed = (
+        conform_samples(samples)
+        .lazy()
+        .filter(
+            pl.col("time").is_not_null(),
+            pl.col("host").is_not_null(),
+            pl.col("gpu_uuid").is_not_null(),
+        )
+    )
+    if window is not None:
+        conformed = conformed.filter(
+            pl.col("time").is_between(
+                pl.lit(window.start_time, dtype=UTC_TIME),
+                pl.lit(window.end_time, dtype=UTC_TIME),
+                closed="left",
+            )
+        )
+    keys = list(SERIES_KEYS)
+    time = pl.col("time")
+    covered_s = (
+        (time.shift(-1).over(keys, order_by="time") - time).dt.total_microseconds() / 1e6
+    ).clip(upper_bound=interval_s)
+    rows = (
+        conformed.group_by([*keys, "time"])
+        .agg([pl.col(name).first(ignore_nulls=True) for name in (*_ATTRIBUTES, *_MEASURES)])
+        # A fixed row order makes float sums, and so the lake's bytes, the same on every run.
+        .sort([*keys, "time"], nulls_last=False)
+        .with_columns(covered_s.fill_null(interval_s).alias("covered_s"))
+        .group_by([time.dt.truncate("1h").alias("hour"), *keys], maintain_order=True)
+        .agg(
+            *[pl.col(name).first(ignore_nulls=True) for name in _ATTRIBUTES],
+            # Float sums and means are taken over each group's list in time order: Polars'
+            # grouped sum may add partial sums from several threads, in varying order.
+            pl.col("covered_s"),
+            pl.col("util"),
+            pl.coalesce("util_max", "util").max().alias("util_max"),
+            pl.col("mem_used_bytes").max().alias("mem_used_max_bytes"),
+            pl.col("mem_total_bytes").max(),
+            pl.col("power_w"),
+            pl.col("sm_clock_mhz"),
+        )
+        .with_columns(
+            pl.col("covered_s")
+            .list.sum()
+            .clip(upper_bound=SECONDS_PER_HOUR)
+            .alias("seconds_observed"),
+            pl.col("util").list.mean().alias("util_avg"),
+            pl.col("power_w").list.mean().alias("power_avg_w"),
+            pl.col("sm_clock_mhz").list.mean().alias("sm_clock_avg_mhz"),
+        )
+        .drop("covered_s", "util", "power_w", "sm_clock_mhz")
+        .with_columns(
+            workload_of(pl.col("pod")).alias("workload"),
+            pl.lit(None, dtype=pl.String()).alias("project"),
+            pl.lit(source).alias("source"),
+        )
+        .sort(["hour", *keys], nulls_last=False)
+        .collect()
+    )
+    return GPU_USAGE.conform(rows, source)
+
+
+def merge_rollups(frames: Sequence[pl.DataFrame], source: str) -> pl.DataFrame:
+    """Combine hourly rows of the same hour and series written at different times (pure).
+
+    For an agent that flushed part of an hour, stopped and flushed the rest later: seconds add
+    up (capped at 3600), means are weighted by seconds observed, maxima stay maxima. Merging a
+    frame with itself double-counts: merge only rows made from different samples.
+    """
+    if not frames:
+        return GPU_USAGE.empty()
+    keys = ["hour", *SERIES_KEYS, "source"]
+    seconds = pl.col("seconds_observed")
+    averaged = ("util_avg", "power_avg_w", "sm_clock_avg_mhz")
+    rows = (
+        pl.concat([GPU_USAGE.conform(frame, source) for frame in frames])
+        .sort(keys, nulls_last=False)
+        .with_columns(
+            *[(pl.col(name) * seconds).alias(f"__product_{name}") for name in averaged],
+            *[
+                pl.when(pl.col(name).is_not_null()).then(seconds).alias(f"__weight_{name}")
+                for name in averaged
+            ],
+        )
+        .group_by(keys, maintain_order=True)
+        .agg(
+            *[pl.col(name).first(ignore_nulls=True) for name in (*_ATTRIBUTES, "workload")],
+            pl.col("project").first(ignore_nulls=True),
+            pl.col("util_max").max(),
+            pl.col("mem_used_max_bytes").max(),
+            pl.col("mem_total_bytes").max(),
+            # Lists, summed below in row order: grouped float sums are not reproducible.
+            seconds,
+            *[pl.col(f"__product_{name}") for name in averaged],
+            *[pl.col(f"__weight_{name}") for name in averaged],
+        )
+        .with_columns(
+            seconds.list.sum().clip(upper_bound=SECONDS_PER_HOUR),
+            *[
+                pl.when(pl.col(f"__weight_{name}").list.sum() > 0)
+                .then(
+                    pl.col(f"__product_{name}").list.sum() / pl.col(f"__weight_{name}").list.sum()
+                )
+                .alias(name)
+                for name in averaged
+            ],
+        )
+    )
+    rows = rows.drop([column for column in rows.columns if column.startswith("__")])
+    return GPU_USAGE.conform(rows, source)
+
+
+class SampleSpool:
+    """Raw samples kept on local disk, one Parquet file per append, a folder per UTC day.
+
+    Layout: ``{directory}/day=YYYY-MM-DD/{append time in ms}-{random}.parquet``. Appends are
+    atomic (written to a hidden temporary name, then renamed), so a reader never sees half a
+    file. Day folders older than ``retention_days`` are removed by :meth:`prune`.
+    """
+
+    def __init__(self, directory: Path, *, retention_days: int = 7) -> None:
+        if retention_days < 1:
+            raise ValueError("retention_days must be at least 1")
+        self.directory = directory
+        self.retention_days = retention_days
+
+    def append(self, samples: pl.DataFrame, *, now: datetime) -> list[Path]:
+        """Keep ``samples`` (split by UTC day of ``time``); returns the files written."""
+        conformed = conform_samples(samples).filter(pl.col("time").is_not_null())
+        if conformed.is_empty():
+            return []
+        stamp = f"{int(now.timestamp() * 1000)}-{uuid.uuid4().hex[:8]}"
+        written: list[Path] = []
+        by_day = conformed.with_columns(pl.col("time").dt.date().alias("__day")).partition_by(
+            "__day", as_dict=True, include_key=False
+        )
+        for (day,), rows in sorted(by_day.items()):
+            assert isinstance(day, date)
+            folder = self.directory / f"day={day.isoformat()}"
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / f"{stamp}.parquet"
+            temporary = folder / f".{stamp}.parquet.tmp"
+            rows.write_parquet(temporary, compression="zstd")
+            temporary.replace(target)
+            written.append(target)
+        return written
+
+    def files(self, window: Window) -> list[Path]:
+        """Spooled files of the window's days, in name order."""
+        found: list[Path] = []
+        for day in window.each_day():
+            folder = self.directory / f"day={day.isoformat()}"
+            if folder.is_dir():
+                found.extend(sorted(folder.glob("[!.]*.parquet")))
+        return found
+
+    def read(self, window: Window) -> pl.DataFrame:
+        """Every spooled sample of the window."""
+        files = self.files(window)
+        if not files:
+            return empty_samples()
+        return conform_samples(pl.concat([pl.read_parquet(file) for file in files]))
+
+    def prune(self, today: date) -> list[str]:
+        """Remove day folders older than ``retention_days`` before ``today``; returns them."""
+        if not self.directory.is_dir():
+            return []
+        oldest_kept = today - timedelta(days=self.retention_days)
+        removed: list[str] = []
+        for folder in sorted(self.directory.glob("day=*")):
+            try:
+                day = date.fromisoformat(folder.name.removeprefix("day="))
+            except ValueError:
+                continue
+            if day < oldest_kept:
+                shutil.rmtree(folder)
+                removed.append(folder.name)
+        return removed
