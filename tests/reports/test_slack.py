@@ -66,6 +66,8 @@ def receiver() -> Iterator[Receiver]:
 def _debug_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """Capture everything, urllib3's DEBUG lines included, and check the URL never shows."""
     caplog.set_level(logging.DEBUG)
+    # gpucost's CLI (run by earlier tests) quiets urllib3 to WARNING; undo that here.
+    caplog.set_level(logging.DEBUG, logger="urllib3")
     yield
     # caplog.text is per phase; this runs at teardown, so read the test's own records.
     logged = "\n".join(record.getMessage() for record in caplog.get_records("call"))
