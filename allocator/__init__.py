@@ -1,1 +1,16 @@
-"""The allocator: pure Polars functions that attribute costs and headcount to ML projects."""
+"""The allocator: pure Polars functions that attribute costs and headcount to ML projects.
+
+```python
+from allocator.allocate import allocate
+from allocator.policy import AllocationPolicy
+from allocator.projects import ProjectRule
+from allocator.summary import summarise
+
+result = allocate(billing, gpu_usage, inventory, headcount, rules, AllocationPolicy())
+result.allocation       # the ``allocation`` table (gpucost.contracts.ALLOCATION)
+result.reconciliation   # billed vs allocated per day and currency: differences are 0
+summarise(result.allocation)   # cost, GPU-hours and FTE per project, per FTE
+```
+
+See ``docs/allocation.md`` for the policies, with worked examples.
+"""

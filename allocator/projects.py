@@ -27,6 +27,8 @@ class ProjectRule:
     namespaces: Sequence[str] = ()
     accounts: Sequence[str] = ()
     hosts: Sequence[str] = ()
+    pods: Sequence[str] = ()
+    """Kubernetes pod names of GPU workloads (gpu_usage ``pod``)."""
 
 
 def glob_to_regex(pattern: str) -> str:

@@ -1,0 +1,85 @@
+"""The allocation policy: how GPU hosts, idle GPU time and shared charges are attributed.
+
+Plain frozen data, no pydantic: the shell's ``[allocation]`` config section builds one. Every
+choice is documented with a worked example in ``docs/allocation.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final, Literal, get_args
+
+GpuBasis = Literal["usage", "allocation", "max"]
+"""How a GPU host's cost is split over the projects that ran on it, per hour:
+
+* ``usage``: busy GPU-seconds (utilisation x seconds x MIG slice fraction);
+* ``allocation``: GPU-seconds held (seconds x slice fraction / pods sharing the GPU), whatever
+  the utilisation: the view of Kubernetes requests, OpenCost and Kubecost;
+* ``max``: per GPU row the larger of the two (capped at the GPU's seconds).
+"""
+IdlePolicy = Literal["owner", "users", "separate"]
+"""Who pays for GPU-seconds nobody used: the host's owner (its project tag), the host's users
+that hour in proportion to their use, or nobody (an ``idle`` line of its own)."""
+SharedPolicy = Literal["even", "proportional", "headcount", "weights"]
+"""How untagged shared charges (support, networking, untagged credits) are split over projects:
+evenly over projects with cost that day, in proportion to their direct cost that day, by their
+FTE that day, or by fixed weights."""
+
+GPU_BASES: Final[tuple[str, ...]] = get_args(GpuBasis)
+IDLE_POLICIES: Final[tuple[str, ...]] = get_args(IdlePolicy)
+SHARED_POLICIES: Final[tuple[str, ...]] = get_args(SharedPolicy)
+
+
+@dataclass(frozen=True)
+class AllocationPolicy:
+    """Every choice the allocator makes that a finance team may want to make differently.
+
+    ```toml
+    [allocation]
+    gpu_basis = "usage"                 # usage | allocation | max
+    idle = "owner"                      # owner | users | separate
+    shared = "headcount"                # even | proportional | headcount | weights
+    shared_weights = { llm-serving = 2.0, recsys-training = 1.0 }   # only for "weights"
+    shared_service_names = ["*Support*"]            # globs on ServiceName
+    shared_service_categories = ["Networking"]      # FOCUS ServiceCategory values
+    shared_charge_categories = ["Credit"]           # FOCUS ChargeCategory values
+    owner_tag_key = "project"
+    reporting_currency = "USD"
+    ```
+    """
+
+    gpu_basis: GpuBasis = "usage"
+    idle: IdlePolicy = "owner"
+    shared: SharedPolicy = "proportional"
+    shared_weights: Mapping[str, float] = field(default_factory=dict)
+    """Project name -> weight (>= 0, at least one > 0) for ``shared = "weights"``."""
+    shared_service_names: tuple[str, ...] = ("*Support*",)
+    """Globs on ``ServiceName``: charges no rule matched whose service is shared by everyone."""
+    shared_service_categories: tuple[str, ...] = ("Networking",)
+    """FOCUS ``ServiceCategory`` values whose unmatched charges are shared."""
+    shared_charge_categories: tuple[str, ...] = ("Credit",)
+    """FOCUS ``ChargeCategory`` values whose unmatched charges are shared: by default a credit
+    with no project follows the shared policy (a tagged or resource-bound credit follows its
+    charge)."""
+    owner_tag_key: str = "project"
+    """The tag (AWS tag, GCP label, pod label) that names a resource's owning project."""
+    reporting_currency: str = "USD"
+    """Currency of rows that carry no money: headcount rows and GPU-hours of unbilled hosts."""
+
+    def __post_init__(self) -> None:
+        """Refuse values outside the documented choices, naming the key."""
+        for key, value, allowed in (
+            ("gpu_basis", self.gpu_basis, GPU_BASES),
+            ("idle", self.idle, IDLE_POLICIES),
+            ("shared", self.shared, SHARED_POLICIES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"allocation.{key} must be one of {', '.join(allowed)}: {value!r}")
+        for name, weight in self.shared_weights.items():
+            if not weight >= 0:
+                raise ValueError(f"allocation.shared_weights.{name} must be >= 0: {weight!r}")
+        if self.shared == "weights" and not any(w > 0 for w in self.shared_weights.values()):
+            raise ValueError('allocation.shared = "weights" needs shared_weights with a weight > 0')
+        if not self.owner_tag_key:
+            raise ValueError("allocation.owner_tag_key must not be empty")
