@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
@@ -27,6 +27,7 @@ from rich.table import Table
 
 import collector
 from gpucost.config import GpucostConfig, load_config, permission_warnings
+from gpucost.contracts import ALLOCATION, FINDINGS
 from gpucost.errors import ConfigError, GpucostError
 from gpucost.lock import RunLock, lock_path
 from gpucost.logs import setup_logging
@@ -172,16 +173,31 @@ def nightly_command(
         raise typer.Exit(EXIT_INCOMPLETE) from None
     manifest = result.manifest
     _print_sources(manifest)
-    if result.summary is not None:
+    overview = result.frames.get("allocation_overview")
+    if overview is not None:
+        _print_overview(overview, window)
+    elif result.summary is not None:
         _print_summary(result.summary, window)
+    findings = result.frames.get("findings")
+    if findings is not None:
+        _print_findings(findings)
     console.print("[bold]Written[/]")
-    console.print(f"  lake:     {runtime.lake.storage.root}")
+    console.print(f"  lake:       {runtime.lake.storage.root}", soft_wrap=True)
     for source in manifest.sources:
         if source.quarantine:
-            console.print(f"  quarantine ({source.name}): {source.quarantine}")
-    for output in result.outputs("summarise"):
-        console.print(f"  summary:  {output}")
-    console.print(f"  manifest: {runtime.lake.storage.url(f'_runs/{manifest.run_id}.json')}")
+            console.print(f"  quarantine ({source.name}): {source.quarantine}", soft_wrap=True)
+    labels = {
+        "summarise": "summary",
+        "allocate": "allocation",
+        "report": "report",
+        "export": "export",
+        "digest": "digest",
+    }
+    for stage, label in labels.items():
+        for output in result.outputs(stage):
+            console.print(f"  {label + ':':<11} {output}", soft_wrap=True, highlight=False)
+    manifest_url = runtime.lake.storage.url(f"_runs/{manifest.run_id}.json")
+    console.print(f"  manifest:   {manifest_url}", soft_wrap=True)
     raise typer.Exit(_night_exit_status(result))
 
 
@@ -394,6 +410,140 @@ def synth_command(
     )
 
 
+@app.command("allocate")
+def allocate_command(
+    config: ConfigOption,
+    since: Annotated[str, typer.Option(help="First day, YYYY-MM-DD (UTC).")],
+    until: Annotated[
+        str | None, typer.Option(help="Last day, inclusive. Default: --since.")
+    ] = None,
+    log_format: LogFormatArg = LogFormatOption.text,
+    log_level: LogLevelArg = "INFO",
+) -> None:
+    """Allocate the lake's costs and headcount to projects for a window of days.
+
+    Replaces the window's days of the allocation table and prints cost per project and the
+    reconciliation with billing (billed minus allocated, per day and currency: always 0).
+    """
+    from gpucost.nightly import project_overview
+    from gpucost.pipeline import run_allocation
+
+    settings = _load(config, log_format, log_level)
+    first, last = _parse_day(since, "--since"), _parse_day(until, "--until")
+    assert first is not None
+    try:
+        window = Window.days_inclusive(first, last or first)
+        runtime = Runtime.from_config(settings)
+        result = run_allocation(runtime, window)
+    except ValueError as error:
+        _fail_config(str(error))
+        return
+    except ConfigError as error:
+        _fail_config(str(error))
+        return
+    except GpucostError as error:
+        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INCOMPLETE) from None
+    _print_overview(project_overview(result.allocation), window)
+    reconciliation = result.reconciliation
+    unbalanced = reconciliation.filter(
+        (pl.col("difference") != 0) | (pl.col("billed_difference") != 0)
+    )
+    console.print(
+        f"reconciliation: {reconciliation.height} day x currency rows, "
+        f"{unbalanced.height} with a difference",
+        highlight=False,
+    )
+    if result.allocation.height == 0:
+        errors.print(f"[bold red]incomplete:[/] nothing to allocate in {window}", soft_wrap=True)
+        raise typer.Exit(EXIT_INCOMPLETE)
+
+
+@app.command("export")
+def export_command(
+    config: ConfigOption,
+    month: Annotated[str, typer.Option("--month", help="The month to export, YYYY-MM.")],
+    log_format: LogFormatArg = LogFormatOption.text,
+    log_level: LogLevelArg = "INFO",
+) -> None:
+    """Write a month's chargeback exports (CSV, Parquet, manifest) under out_dir/exports."""
+    from reports.exports import build_exports, month_bounds, write_exports
+
+    settings = _load(config, log_format, log_level)
+    try:
+        first, following = month_bounds(month)
+    except ValueError as error:
+        _fail_config(str(error))
+        return
+    try:
+        runtime = Runtime.from_config(settings)
+        allocation = runtime.lake.scan(ALLOCATION, Window(first, following)).collect()
+        written = write_exports(build_exports(allocation, month), runtime.out.storage.put_atomic)
+    except GpucostError as error:
+        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INCOMPLETE) from None
+    if allocation.height == 0:
+        errors.print(f"[bold red]incomplete:[/] no allocation rows for {month}", soft_wrap=True)
+    for path in written:
+        console.print(runtime.out.storage.url(path), soft_wrap=True, highlight=False)
+    raise typer.Exit(EXIT_OK if allocation.height else EXIT_INCOMPLETE)
+
+
+@app.command("digest")
+def digest_command(
+    config: ConfigOption,
+    day: Annotated[
+        str | None, typer.Option("--date", help="Day reported, YYYY-MM-DD (default: yesterday).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the Slack JSON payloads; send nothing.")
+    ] = False,
+    log_format: LogFormatArg = LogFormatOption.text,
+    log_level: LogLevelArg = "INFO",
+) -> None:
+    """Send (or print) the Slack digest of a day, from the lake."""
+    from reports.digest import build_digest, payloads_json
+    from reports.slack import send_digest
+
+    settings = _load(config, log_format, log_level)
+    last = _parse_day(day, "--date") or nightly_window(settings).end - timedelta(days=1)
+    after = last + timedelta(days=1)
+    previous_month = (last.replace(day=1) - timedelta(days=1)).replace(day=1)
+    if not dry_run and settings.reports.slack_webhook is None:
+        _fail_config("[reports] slack_webhook is not set (use --dry-run to print the payloads)")
+        return
+    try:
+        runtime = Runtime.from_config(settings)
+        runs = runtime.lake.storage.list("_runs/")
+        payloads = build_digest(
+            runtime.lake.scan(ALLOCATION, Window(previous_month, after)).collect(),
+            runtime.lake.scan(FINDINGS, Window(last, after)).collect(),
+            runtime.lake.read_json(runs[-1]) if runs else None,
+            day=last,
+            top_findings=settings.reports.top_findings,
+        )
+        if dry_run:
+            sys.stdout.write(payloads_json(payloads))
+            return
+        assert settings.reports.slack_webhook is not None
+        delivery = send_digest(payloads, settings.reports.slack_webhook.resolve())
+    except ConfigError as error:
+        _fail_config(str(error))
+        return
+    except GpucostError as error:
+        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INCOMPLETE) from None
+    for failure in delivery.failures:
+        errors.print(
+            f"[bold red]not delivered:[/] message {failure.message} to {delivery.destination}: "
+            f"status {failure.status}, {failure.reason}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    console.print(f"{delivery.delivered} digest messages delivered to {delivery.destination}")
+    raise typer.Exit(EXIT_OK if delivery.ok else EXIT_INCOMPLETE)
+
+
 @app.command("agent")
 def agent_command(
     config: ConfigOption,
@@ -513,6 +663,66 @@ def _print_summary(summary: pl.DataFrame, window: Window) -> None:
             str(row["charges"]),
         )
     console.print(table)
+
+
+def _print_overview(overview: pl.DataFrame, window: Window) -> None:
+    title = f"Allocated cost per project, {window} ([allocation] policy; docs/allocation.md)"
+    table = Table(title=escape(title))
+    columns = (
+        "project",
+        "cur",
+        "allocated",
+        "billed",
+        "GPU used",
+        "GPU idle",
+        "GPU-h used",
+        "GPU-h idle",
+        "FTE",
+        "cost/FTE",
+    )
+    for column in columns:
+        # Project names are never cut; the numbers give way on a narrow terminal.
+        table.add_column(
+            column,
+            justify="left" if column in {"project", "cur"} else "right",
+            no_wrap=column == "project",
+        )
+    for row in overview.iter_rows(named=True):
+        table.add_row(
+            row["project"],
+            row["currency"] or "-",
+            _money(row["amount"]),
+            _money(row["billed_amount"]),
+            _money(row["gpu_used"]),
+            _money(row["gpu_idle"]),
+            _number(row["gpu_hours_used"]),
+            _number(row["gpu_hours_idle"]),
+            _number(row["fte"], 1),
+            _number(row["cost_per_fte"]),
+        )
+    console.print(table)
+
+
+def _print_findings(findings: pl.DataFrame) -> None:
+    table = Table(title="Findings (est. monthly waste; docs/reports.md)")
+    for column in ("kind", "host", "project", "waste / month", "recommendation"):
+        table.add_column(column, justify="right" if column == "waste / month" else "left")
+    ranked = findings.sort("est_monthly_waste", descending=True, nulls_last=True)
+    for row in ranked.iter_rows(named=True):
+        table.add_row(
+            row["kind"],
+            row["host"] or row["resource_id"] or "-",
+            row["project"] or "-",
+            f"{_money(row['est_monthly_waste'])} {row['currency'] or ''}".strip(),
+            row["recommendation"] or "",
+        )
+    if findings.height == 0:
+        table.add_row("none", "-", "-", "-", "no idle, misplaced or oversized GPU servers")
+    console.print(table)
+
+
+def _number(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
 
 
 def _money(value: Decimal | None) -> str:

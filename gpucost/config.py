@@ -18,7 +18,7 @@ import tomllib
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -102,6 +102,7 @@ class ProjectMatch(StrictModel):
     namespaces: list[str] = Field(default_factory=list, description="Kubernetes namespaces.")
     accounts: list[str] = Field(default_factory=list, description="Sub-account / project ids.")
     hosts: list[str] = Field(default_factory=list, description="Host names or resource ids.")
+    pods: list[str] = Field(default_factory=list, description="Kubernetes pod names.")
 
     @model_validator(mode="after")
     def _not_empty(self) -> ProjectMatch:
@@ -174,6 +175,42 @@ class LockSettings(StrictModel):
     )
 
 
+class AllocationSettings(StrictModel):
+    """``[allocation]``: the allocator's policy (docs/allocation.md has worked examples)."""
+
+    gpu_basis: Literal["usage", "allocation", "max"] = "usage"
+    idle: Literal["owner", "users", "separate"] = "owner"
+    shared: Literal["even", "proportional", "headcount", "weights"] = "proportional"
+    shared_weights: dict[str, float] = Field(default_factory=dict)
+    shared_service_names: list[str] = Field(default_factory=lambda: ["*Support*"])
+    shared_service_categories: list[str] = Field(default_factory=lambda: ["Networking"])
+    shared_charge_categories: list[str] = Field(default_factory=lambda: ["Credit"])
+    owner_tag_key: str = "project"
+    reporting_currency: str = "USD"
+
+
+class ReportsSettings(StrictModel):
+    """``[reports]``: finding thresholds (docs/reports.md) and the Slack digest."""
+
+    thresholds: dict[str, Any] = Field(
+        default_factory=dict, description="FindingThresholds fields, e.g. idle_min_hours = 12."
+    )
+    slack_webhook: SecretRef | None = Field(
+        default=None, description='Incoming-webhook URL: { env = "VAR" } or { file = "..." }.'
+    )
+    top_findings: int = Field(default=10, ge=1, le=100)
+    report_url: str | None = Field(
+        default=None, description="Where out_dir/reports is served, for the digest's link."
+    )
+
+    @model_validator(mode="after")
+    def _known_thresholds(self) -> ReportsSettings:
+        from reports.findings import FindingThresholds
+
+        FindingThresholds.from_mapping(self.thresholds)  # ValueError names an unknown key
+        return self
+
+
 class GpucostConfig(StrictModel):
     """The whole validated configuration."""
 
@@ -181,6 +218,8 @@ class GpucostConfig(StrictModel):
     nightly: NightlySettings = Field(default_factory=NightlySettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     lock: LockSettings = Field(default_factory=LockSettings)
+    allocation: AllocationSettings = Field(default_factory=AllocationSettings)
+    reports: ReportsSettings = Field(default_factory=ReportsSettings)
     sources: list[SerializeAsAny[SourceSettings]] = Field(default_factory=list)
     projects: list[ProjectRule] = Field(default_factory=list)
     path: str | None = Field(default=None, exclude=True, description="Where it was loaded from.")

@@ -1,11 +1,11 @@
 """The nightly pipeline: collect every enabled source, then run the stages after collection.
 
 A stage is a plain function of a :class:`StageContext` that returns the locations it wrote;
-:data:`NIGHTLY_STAGES` lists them in order. Today there is one, ``summarise`` (cost per
-project); allocation, findings, exports and the digest plug in as further
-:class:`NightlyStage` entries, each naming the stages whose results it ``needs``::
+:data:`NIGHTLY_STAGES` lists them in order: ``summarise`` (billing per project by the first
+matching rule), ``allocate`` (the allocator: every cost and FTE attributed, GPU cost split by
+use), ``report`` (findings and the HTML report), ``export`` (finance exports) and ``digest``
+(Slack), each naming the stages whose results it ``needs``::
 
-    NightlyStage("allocate", allocate_stage),
     NightlyStage("export", export_stage, needs=("allocate",)),
 
 Each stage's outcome (status, duration, error, outputs) is recorded in the run manifest's
@@ -23,13 +23,28 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 
 import polars as pl
 
-from gpucost.errors import ConfigError
+from allocator.summary import summarise
+from gpucost.contracts import (
+    ALLOCATION,
+    BILLING,
+    FINDINGS,
+    GPU_USAGE,
+    HOST_METRICS,
+    INVENTORY,
+)
+from gpucost.errors import ConfigError, GpucostError
 from gpucost.manifest import RunManifest, StageRun
-from gpucost.pipeline import Runtime, collect, summarise_costs, write_summary
+from gpucost.pipeline import Runtime, collect, run_allocation, summarise_costs, write_summary
 from gpucost.window import Window
+from reports.digest import build_digest
+from reports.exports import build_exports, write_exports
+from reports.findings import FindingThresholds, FleetData, find_all
+from reports.html_report import render_html_report, write_html_report
+from reports.slack import send_digest
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +81,118 @@ def summarise_stage(context: StageContext) -> list[str]:
     return [write_summary(context.runtime, context.window, summary)]
 
 
-NIGHTLY_STAGES: tuple[NightlyStage, ...] = (NightlyStage("summarise", summarise_stage),)
+def allocate_stage(context: StageContext) -> list[str]:
+    """Attribute the window's costs and headcount to projects; land the allocation table.
+
+    Also writes the reconciliation (billed vs allocated per day and currency; the differences
+    are always 0) as CSV under ``out_dir/summary``.
+    """
+    runtime, window = context.runtime, context.window
+    result = run_allocation(runtime, window)
+    context.frames["allocation"] = result.allocation
+    context.frames["allocation_overview"] = project_overview(result.allocation)
+    relative = f"summary/reconciliation_{window.start}_{window.end}.csv"
+    runtime.out.storage.put_atomic(relative, result.reconciliation.write_csv().encode())
+    return [
+        runtime.lake.storage.url(f"{ALLOCATION.name}/"),
+        runtime.out.storage.url(relative),
+    ]
+
+
+def project_overview(allocation: pl.DataFrame) -> pl.DataFrame:
+    """Per project and currency: allocated cost, its GPU-used and GPU-idle parts, GPU-hours, FTE.
+
+    Money stays Decimal; ``cost_per_fte`` is a float ratio for reading, not money to book.
+    """
+    by_category = (
+        allocation.filter(pl.col("category").is_in(["gpu_used", "gpu_idle"]))
+        .group_by("project", "currency")
+        .agg(
+            pl.col("amount").filter(pl.col("category") == "gpu_used").sum().alias("gpu_used"),
+            pl.col("amount").filter(pl.col("category") == "gpu_idle").sum().alias("gpu_idle"),
+        )
+    )
+    return (
+        summarise(allocation)
+        .join(by_category, on=["project", "currency"], how="left")
+        .sort("currency", "amount", "project", descending=[False, True, False], nulls_last=True)
+    )
+
+
+def _last_day(context: StageContext) -> date:
+    return context.window.end - timedelta(days=1)
+
+
+def _allocation(context: StageContext, first: date) -> pl.DataFrame:
+    """Allocation rows from ``first`` to the window's end (exports and digests span months)."""
+    return context.runtime.lake.scan(ALLOCATION, Window(first, context.window.end)).collect()
+
+
+def report_stage(context: StageContext) -> list[str]:
+    """Findings into the lake (for the window's last day), and the night's HTML report."""
+    lake, window, day = context.runtime.lake, context.window, _last_day(context)
+    data = FleetData(
+        gpu_usage=lake.scan(GPU_USAGE, window),
+        inventory=lake.scan(INVENTORY, window),
+        billing=lake.scan(BILLING, window),
+        host_metrics=lake.scan(HOST_METRICS, window),
+        start=window.start_time,
+        end=window.end_time,
+    )
+    settings = context.runtime.config.reports
+    findings = find_all(data, FindingThresholds.from_mapping(settings.thresholds))
+    context.frames["findings"] = findings
+    lake.write_window(FINDINGS, "reports", Window(day, window.end), findings)
+    html = render_html_report(
+        day=day,
+        allocation=_allocation(context, window.start),
+        gpu_usage=lake.scan(GPU_USAGE, window),
+        findings=findings,
+        manifest=context.manifest.to_dict(),
+    )
+    out = context.runtime.out.storage
+    return [out.url(write_html_report(html, out.put_atomic, f"reports/{day}.html"))]
+
+
+def export_stage(context: StageContext) -> list[str]:
+    """The month-to-date finance exports (CSV, Parquet, manifest with SHA-256)."""
+    day, out = _last_day(context), context.runtime.out.storage
+    bundle = build_exports(_allocation(context, day.replace(day=1)), day)
+    return [out.url(path) for path in write_exports(bundle, out.put_atomic)]
+
+
+def digest_stage(context: StageContext) -> list[str]:
+    """The Slack digest, when ``[reports] slack_webhook`` is set."""
+    settings, day = context.runtime.config.reports, _last_day(context)
+    if settings.slack_webhook is None:
+        return []
+    previous_month = (day.replace(day=1) - timedelta(days=1)).replace(day=1)
+    links = {"HTML report": f"{settings.report_url}/{day}.html"} if settings.report_url else None
+    payloads = build_digest(
+        _allocation(context, previous_month),
+        context.frames["findings"],
+        context.manifest.to_dict(),
+        day=day,
+        top_findings=settings.top_findings,
+        links=links,
+    )
+    delivery = send_digest(payloads, settings.slack_webhook.resolve())
+    if not delivery.ok:
+        failure = delivery.failures[0]
+        raise GpucostError(
+            f"digest message {failure.message} not delivered to {delivery.destination}: "
+            f"status {failure.status}, {failure.reason}"
+        )
+    return [delivery.destination]
+
+
+NIGHTLY_STAGES: tuple[NightlyStage, ...] = (
+    NightlyStage("summarise", summarise_stage),
+    NightlyStage("allocate", allocate_stage),
+    NightlyStage("report", report_stage),
+    NightlyStage("export", export_stage, needs=("allocate",)),
+    NightlyStage("digest", digest_stage, needs=("allocate", "report")),
+)
 """The stages every night runs after collection, in order."""
 
 

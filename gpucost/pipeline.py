@@ -16,11 +16,21 @@ from typing import Any
 import polars as pl
 
 import collector
+from allocator.allocate import SOURCE as ALLOCATOR_SOURCE
+from allocator.allocate import AllocationResult, allocate
+from allocator.policy import AllocationPolicy
 from allocator.projects import ProjectRule, cost_by_project
 from collector.base import CollectorContext, SourceSettings, get_spec
 from gpucost.config import GpucostConfig
-from gpucost.contracts import BILLING, GPU_USAGE, contract_for
-from gpucost.errors import ContractError, GpucostError
+from gpucost.contracts import (
+    ALLOCATION,
+    BILLING,
+    GPU_USAGE,
+    HEADCOUNT,
+    INVENTORY,
+    contract_for,
+)
+from gpucost.errors import ConfigError, ContractError, GpucostError
 from gpucost.lake import Lake, day_of, part_as_dict
 from gpucost.manifest import RunManifest, SourceRun, new_run_id
 from gpucost.storage import open_storage
@@ -194,9 +204,48 @@ def project_rules(config: GpucostConfig) -> list[ProjectRule]:
             namespaces=tuple(project.match.namespaces),
             accounts=tuple(project.match.accounts),
             hosts=tuple(project.match.hosts),
+            pods=tuple(project.match.pods),
         )
         for project in config.projects
     ]
+
+
+def allocation_policy(config: GpucostConfig) -> AllocationPolicy:
+    """The ``[allocation]`` section as the allocator's policy."""
+    settings = config.allocation
+    try:
+        return AllocationPolicy(
+            gpu_basis=settings.gpu_basis,
+            idle=settings.idle,
+            shared=settings.shared,
+            shared_weights=dict(settings.shared_weights),
+            shared_service_names=tuple(settings.shared_service_names),
+            shared_service_categories=tuple(settings.shared_service_categories),
+            shared_charge_categories=tuple(settings.shared_charge_categories),
+            owner_tag_key=settings.owner_tag_key,
+            reporting_currency=settings.reporting_currency,
+        )
+    except ValueError as error:
+        raise ConfigError(str(error), path=config.path) from None
+
+
+def run_allocation(runtime: Runtime, window: Window) -> AllocationResult:
+    """Allocate the window's billing and headcount to projects and land the allocation table.
+
+    The allocation replaces the window's days of the ``allocator`` source, so a re-run after a
+    late bill or a changed rule rewrites exactly those days.
+    """
+    lake = runtime.lake
+    result = allocate(
+        lake.scan(BILLING, window),
+        lake.scan(GPU_USAGE, window),
+        lake.scan(INVENTORY, window),
+        lake.scan(HEADCOUNT, window),
+        project_rules(runtime.config),
+        allocation_policy(runtime.config),
+    )
+    lake.write_window(ALLOCATION, ALLOCATOR_SOURCE, window, result.allocation)
+    return result
 
 
 def summarise_costs(runtime: Runtime, window: Window) -> pl.DataFrame:

@@ -186,7 +186,7 @@ def test_two_nights_run_twice_give_byte_identical_lake_and_summaries(tmp_path: P
         assert result.exit_code == 0, result.output
     first = digest(tmp_path / "lake", pattern="*.parquet") | digest(tmp_path / "out")
     assert any(name.endswith(".parquet") for name in first)
-    assert sum(name.startswith("out/summary/") for name in first) == 2
+    assert sum(name.startswith("out/summary/cost_by_project") for name in first) == 2
     for night in nights:
         assert (
             runner.invoke(app, ["nightly", "--config", str(config), "--date", night]).exit_code == 0

@@ -86,3 +86,24 @@ def test_inventory_snapshot_per_day() -> None:
 def test_inventory_unknown_columns_are_named() -> None:
     with pytest.raises(CollectorError, match="columns not in the inventory table: colour"):
         read_inventory("h.csv", b"resource_id,provider,colour\nx,AWS,red\n", "racks", WEEK)
+
+
+def test_host_metrics_file_reads_fractions_and_rejects_percentages() -> None:
+    from collector.host_metrics_file import read_host_metrics
+
+    data = (
+        b"hour,resource_id,host,cpu_util_avg,cpu_util_max,cpu_util_p95,source\n"
+        b"2024-09-24T00:00:00Z,i-1,h1,0.5,0.9,0.8,synth\n"
+        b"2024-09-24T01:00:00Z,i-1,h1,55,90,80,synth\n"
+        b"later,i-1,h1,0.5,0.9,0.8,synth\n"
+    )
+    metrics, rejects = read_host_metrics("cpu.csv", data, "node-cpu")
+    assert metrics.height == 1
+    assert metrics.row(0, named=True)["cpu_util_p95"] == 0.8
+    assert set(metrics["source"]) == {"node-cpu"}
+    assert {(r["row"], r["field"]) for r in rejects.iter_rows(named=True)} == {
+        (2, "cpu_util_avg"),
+        (2, "cpu_util_max"),
+        (2, "cpu_util_p95"),
+        (3, "hour"),
+    }

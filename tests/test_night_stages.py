@@ -1,0 +1,151 @@
+"""The whole night on a synthetic fleet: collect, allocate, findings, exports, digest."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from gpucost.cli import app
+from gpucost.contracts import ALLOCATION, BILLING, FINDINGS, GPU_USAGE
+from gpucost.lake import Lake
+from gpucost.storage import LocalStorage
+from gpucost.synth import generate
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("fleet")
+    generate(
+        root, gpus=16, days=2, projects=4, seed=7, start=date(2024, 9, 28), usage_format="dcgm"
+    )
+    return root
+
+
+def night_config(tmp_path: Path, fleet: Path) -> Path:
+    config = tmp_path / "night.toml"
+    projects = "\n".join(
+        f'[[projects]]\nname = "{name}"\nmatch = {{ tags = {{ project = "{name}" }}, '
+        f'namespaces = ["{name}*"] }}\n'
+        for name in json.loads((fleet / "truth.json").read_text())["projects"]
+    )
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            [store]
+            data_dir = "{tmp_path / "lake"}"
+            out_dir = "{tmp_path / "out"}"
+
+            [nightly]
+            as_of = "2024-09-30"
+            lookback_days = 2
+
+            [[sources]]
+            name = "bill"
+            kind = "focus-files"
+            path = "{fleet / "billing" / "*.csv"}"
+
+            [[sources]]
+            name = "hosts"
+            kind = "inventory-file"
+            path = "{fleet / "inventory.csv"}"
+
+            [[sources]]
+            name = "people"
+            kind = "roster"
+            path = "{fleet / "roster.csv"}"
+
+            [[sources]]
+            name = "gpus"
+            kind = "dcgm-exporter"
+            paths = ["{fleet / "dcgm" / "*" / "*.prom"}"]
+            scrape_interval_s = 300
+
+            [[sources]]
+            name = "cpu"
+            kind = "host-metrics-file"
+            path = "{fleet / "host_metrics.csv"}"
+            """
+        )
+        + projects
+    )
+    return config
+
+
+def test_nightly_runs_every_stage_and_conserves_money(tmp_path: Path, fleet: Path) -> None:
+    config = night_config(tmp_path, fleet)
+    result = runner.invoke(app, ["nightly", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    lake = Lake(LocalStorage(tmp_path / "lake"))
+    billing = lake.read(BILLING)
+    allocation = lake.read(ALLOCATION)
+    # Conservation: every EffectiveCost and BilledCost unit lands on some project.
+    assert allocation["amount"].sum() == billing["EffectiveCost"].sum()
+    assert allocation["billed_amount"].sum() == billing["BilledCost"].sum()
+    assert lake.read(GPU_USAGE).height > 0
+    kinds = set(lake.read(FINDINGS)["kind"])
+    assert {"idle_gpu_server", "cpu_misplaced_model_server", "model_on_cpu_in_gpu_host"} <= kinds
+    manifest = json.loads(next((tmp_path / "lake" / "_runs").glob("*.json")).read_text())
+    assert manifest["status"] == "complete"
+    assert [s["name"] for s in manifest["stages"]] == [
+        "summarise",
+        "allocate",
+        "report",
+        "export",
+        "digest",
+    ]
+    assert all(s["status"] == "ok" for s in manifest["stages"])
+    html = tmp_path / "out" / "reports" / "2024-09-29.html"
+    assert html.exists() and "<svg" in html.read_text()
+    monthly = pl.read_csv(
+        tmp_path / "out" / "exports" / "2024-09" / "chargeback_monthly.csv", infer_schema=False
+    )
+    assert "AllocatedMethodId" in monthly.columns
+
+    # The same night again: the exports are byte-identical.
+    exports = {p: p.read_bytes() for p in (tmp_path / "out" / "exports").rglob("*") if p.is_file()}
+    again = runner.invoke(app, ["nightly", "--config", str(config)])
+    assert again.exit_code == 0, again.output
+    assert {p: p.read_bytes() for p in exports} == exports
+
+
+def test_allocate_export_and_digest_commands(tmp_path: Path, fleet: Path) -> None:
+    config = night_config(tmp_path, fleet)
+    collected = runner.invoke(
+        app, ["collect", "--config", str(config), "--since", "2024-09-28", "--until", "2024-09-29"]
+    )
+    assert collected.exit_code == 0, collected.output
+    allocated = runner.invoke(
+        app, ["allocate", "--config", str(config), "--since", "2024-09-28", "--until", "2024-09-29"]
+    )
+    assert allocated.exit_code == 0, allocated.output
+    assert "0 with a difference" in allocated.output
+    allocation = Lake(LocalStorage(tmp_path / "lake")).read(ALLOCATION)
+    total = allocation["amount"].sum()
+    assert isinstance(total, Decimal) and total > 0
+
+    exported = runner.invoke(app, ["export", "--config", str(config), "--month", "2024-09"])
+    assert exported.exit_code == 0, exported.output
+    manifest = json.loads((tmp_path / "out" / "exports" / "2024-09" / "manifest.json").read_text())
+    assert manifest["files"]
+    empty = runner.invoke(app, ["export", "--config", str(config), "--month", "2023-01"])
+    assert empty.exit_code == 1 and "no allocation rows" in empty.output
+    bad = runner.invoke(app, ["export", "--config", str(config), "--month", "2024-13"])
+    assert bad.exit_code == 2
+
+    digest = runner.invoke(
+        app, ["digest", "--config", str(config), "--date", "2024-09-29", "--dry-run"]
+    )
+    assert digest.exit_code == 0, digest.output
+    payloads = json.loads(digest.output)
+    assert payloads and all(len(p["blocks"]) <= 50 for p in payloads)
+    unsent = runner.invoke(app, ["digest", "--config", str(config), "--date", "2024-09-29"])
+    assert unsent.exit_code == 2 and "slack_webhook is not set" in unsent.output
