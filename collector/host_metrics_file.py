@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import glob
 import io
-from pathlib import Path
 from typing import ClassVar
 
 import polars as pl
-from pydantic import Field, model_validator
 
 from collector.base import Collected, CollectorContext, SourceSettings, register
+from collector.local_files import LocalFileSettings, matching_files, read_file, resolve
 from collector.parsing import blank_to_null, parse_timestamp, rejects_from
 from gpucost.contracts import HOST_METRICS
 from gpucost.errors import CollectorError
@@ -20,16 +18,8 @@ FRACTION_COLUMNS = ("cpu_util_avg", "cpu_util_max", "cpu_util_p95")
 REQUIRED = ("hour", "resource_id")
 
 
-class HostMetricsFileSettings(SourceSettings):
-    """Settings of a ``host-metrics-file`` source."""
-
-    path: str = Field(description="CSV: hour, resource_id, host, cpu_util_avg, _max, _p95.")
-
-    @model_validator(mode="after")
-    def _file_exists(self) -> HostMetricsFileSettings:
-        if not glob.glob(self.path):
-            raise ValueError(f"path {self.path!r} matches no file")
-        return self
+class HostMetricsFileSettings(LocalFileSettings):
+    """Settings of a ``host-metrics-file`` source: ``path`` globs the CSV files."""
 
 
 @register("host-metrics-file")
@@ -61,23 +51,14 @@ class HostMetricsFile:
     def from_settings(cls, settings: SourceSettings, context: CollectorContext) -> HostMetricsFile:
         """Build from a ``[[sources]]`` entry."""
         assert isinstance(settings, HostMetricsFileSettings)
-        path = settings.path
-        if not Path(path).is_absolute():
-            path = str(context.working_dir / path)
-        return cls(settings.name, path)
+        return cls(settings.name, resolve(settings.path, context))
 
     def collect(self, window: Window) -> Collected:
         """Every file's rows; the shell keeps those of the window."""
-        files = sorted(glob.glob(self.path))
-        if not files:
-            raise CollectorError(self.name, f"{self.path} matches no file")
+        files = matching_files(self.name, self.path)
         frames, rejects = [], []
         for file in files:
-            try:
-                data = Path(file).read_bytes()
-            except OSError as error:
-                raise CollectorError(self.name, f"cannot read {file}: {error.strerror}") from None
-            frame, bad = read_host_metrics(file, data, self.name)
+            frame, bad = read_host_metrics(file, read_file(self.name, file), self.name)
             frames.append(frame)
             rejects.append(bad)
         return Collected({"host_metrics": pl.concat(frames)}, pl.concat(rejects), {"files": files})

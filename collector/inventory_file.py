@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import glob
 import io
-from pathlib import Path
 from typing import ClassVar
 
 import polars as pl
-from pydantic import Field, model_validator
 
 from collector.base import Collected, CollectorContext, SourceSettings, register
+from collector.local_files import LocalFileSettings, read_file, resolve
 from collector.parsing import (
     blank_to_null,
     canonical_tags,
@@ -26,16 +24,8 @@ INTEGER_COLUMNS = ("gpu_count", "vcpus", "gpu_mem_bytes")
 REQUIRED = ("resource_id", "provider")
 
 
-class InventoryFileSettings(SourceSettings):
-    """Settings of an ``inventory-file`` source."""
-
-    path: str = Field(description="CSV with the inventory table's columns.")
-
-    @model_validator(mode="after")
-    def _file_exists(self) -> InventoryFileSettings:
-        if not glob.glob(self.path):
-            raise ValueError(f"path {self.path!r} matches no file")
-        return self
+class InventoryFileSettings(LocalFileSettings):
+    """Settings of an ``inventory-file`` source: ``path`` names the hosts CSV."""
 
 
 @register("inventory-file")
@@ -67,19 +57,11 @@ class InventoryFile:
     def from_settings(cls, settings: SourceSettings, context: CollectorContext) -> InventoryFile:
         """Build from a ``[[sources]]`` entry."""
         assert isinstance(settings, InventoryFileSettings)
-        path = (
-            settings.path
-            if Path(settings.path).is_absolute()
-            else str(context.working_dir / settings.path)
-        )
-        return cls(settings.name, path)
+        return cls(settings.name, resolve(settings.path, context))
 
     def collect(self, window: Window) -> Collected:
         """One inventory row per host and day of the window on which the host existed."""
-        try:
-            data = Path(self.path).read_bytes()
-        except OSError as error:
-            raise CollectorError(self.name, f"cannot read {self.path}: {error.strerror}") from None
+        data = read_file(self.name, self.path)
         inventory, rejects = read_inventory(self.path, data, self.name, window)
         return Collected({"inventory": inventory}, rejects, {"file": self.path})
 

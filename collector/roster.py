@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import glob
 import io
-from pathlib import Path
 from typing import ClassVar
 
 import polars as pl
-from pydantic import Field, model_validator
 
 from collector.base import REJECT_SCHEMA, Collected, CollectorContext, SourceSettings, register
+from collector.local_files import LocalFileSettings, read_file, resolve
 from collector.parsing import blank_to_null, rejects_from
 from gpucost.contracts import HEADCOUNT
 from gpucost.errors import CollectorError
@@ -20,16 +18,8 @@ ROSTER_COLUMNS = ("person_id", "project", "fraction", "start", "end", "cost_cent
 REQUIRED = ("person_id", "project", "fraction", "start")
 
 
-class RosterSettings(SourceSettings):
-    """Settings of a ``roster`` source."""
-
-    path: str = Field(description="CSV file: person_id, project, fraction, start, end, ...")
-
-    @model_validator(mode="after")
-    def _file_exists(self) -> RosterSettings:
-        if not glob.glob(self.path):
-            raise ValueError(f"path {self.path!r} matches no file")
-        return self
+class RosterSettings(LocalFileSettings):
+    """Settings of a ``roster`` source: ``path`` names the roster CSV."""
 
 
 @register("roster")
@@ -61,19 +51,11 @@ class Roster:
     def from_settings(cls, settings: SourceSettings, context: CollectorContext) -> Roster:
         """Build from a ``[[sources]]`` entry."""
         assert isinstance(settings, RosterSettings)
-        path = (
-            settings.path
-            if Path(settings.path).is_absolute()
-            else str(context.working_dir / settings.path)
-        )
-        return cls(settings.name, path)
+        return cls(settings.name, resolve(settings.path, context))
 
     def collect(self, window: Window) -> Collected:
         """Expand the roster to one row per person, project and day of the window."""
-        try:
-            data = Path(self.path).read_bytes()
-        except OSError as error:
-            raise CollectorError(self.name, f"cannot read {self.path}: {error.strerror}") from None
+        data = read_file(self.name, self.path)
         headcount, rejects = read_roster(self.path, data, self.name, window)
         return Collected({"headcount": headcount}, rejects, {"file": self.path})
 
