@@ -22,13 +22,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Final, Literal
 
 import polars as pl
@@ -302,29 +299,6 @@ def write_exports(bundle: ExportBundle, put_atomic: PutAtomic) -> list[str]:
     put_atomic(manifest, bundle.manifest_bytes)
     written.append(manifest)
     return written
-
-
-def local_put_atomic(root: str | Path) -> PutAtomic:
-    """A ``put_atomic`` for a local directory: temporary file, fsync, rename (POSIX atomic).
-
-    The shell passes its lake storage's ``put_atomic`` instead (S3: one ``PutObject``).
-    """
-    base = Path(root)
-
-    def put(relative: str, data: bytes) -> None:
-        target = base / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with temporary.open("wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            temporary.replace(target)
-        finally:
-            temporary.unlink(missing_ok=True)
-
-    return put
 
 
 def _sum_or_null(name: str) -> pl.Expr:

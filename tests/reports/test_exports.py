@@ -19,7 +19,6 @@ from reports.exports import (
     UNIT_COST_COLUMNS,
     build_exports,
     chargeback,
-    local_put_atomic,
     month_bounds,
     write_exports,
 )
@@ -55,9 +54,9 @@ def test_exports_are_byte_identical_on_re_run(allocation: pl.DataFrame, tmp_path
     second = build_exports(shuffled, MONTH)
     assert first.files == second.files
     assert first.manifest_bytes == second.manifest_bytes
-    write_exports(first, local_put_atomic(tmp_path / "a"))
-    write_exports(second, local_put_atomic(tmp_path / "b"))
-    write_exports(second, local_put_atomic(tmp_path / "a"))  # a second run over the first
+    write_exports(first, LocalStorage(tmp_path / "a").put_atomic)
+    write_exports(second, LocalStorage(tmp_path / "b").put_atomic)
+    write_exports(second, LocalStorage(tmp_path / "a").put_atomic)  # a second run over the first
     digests = {
         side: {
             str(path.relative_to(tmp_path / side)): hashlib.sha256(path.read_bytes()).hexdigest()
@@ -171,7 +170,7 @@ def test_unit_costs_are_exported_when_present(fleet: Fleet, allocation: pl.DataF
 def test_a_failed_write_leaves_the_previous_export_readable(
     allocation: pl.DataFrame, tmp_path: Path
 ) -> None:
-    put = local_put_atomic(tmp_path)
+    put = LocalStorage(tmp_path).put_atomic
     write_exports(build_exports(allocation, MONTH), put)
     manifest = tmp_path / f"exports/{MONTH}/manifest.json"
     before = manifest.read_bytes()
