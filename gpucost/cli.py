@@ -86,6 +86,20 @@ def _fail_config(message: str) -> None:
     raise typer.Exit(EXIT_CONFIG)
 
 
+@contextmanager
+def _exit_on_errors(*usage_errors: type[Exception]) -> Iterator[None]:
+    """Turn errors into exit statuses: configuration (and ``usage_errors``) 2, others 1."""
+    try:
+        yield
+    except ConfigError as error:
+        _fail_config(str(error))
+    except usage_errors as error:
+        _fail_config(str(error))
+    except GpucostError as error:
+        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INCOMPLETE) from None
+
+
 def _parse_day(value: str | None, option: str) -> date | None:
     if value is None:
         return None
@@ -121,19 +135,10 @@ def collect_command(
     first, last = _parse_day(since, "--since"), _parse_day(until, "--until")
     if first is None and last is not None:
         _fail_config("--until needs --since")
-    try:
+    with _exit_on_errors(ValueError):
         window = Window.days_inclusive(first, last or first) if first else nightly_window(settings)
         runtime = Runtime.from_config(settings)
         manifest = collect(runtime, window, source_names=source or None)
-    except ValueError as error:
-        _fail_config(str(error))
-        return
-    except ConfigError as error:
-        _fail_config(str(error))
-        return
-    except GpucostError as error:
-        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_INCOMPLETE) from None
     _print_sources(manifest)
     console.print(f"manifest: {runtime.lake.storage.url(f'_runs/{manifest.run_id}.json')}")
     raise typer.Exit(_exit_status(manifest))
@@ -161,16 +166,10 @@ def nightly_command(
         if as_of is None
         else Window.trailing(as_of, settings.nightly.lookback_days)
     )
-    try:
+    with _exit_on_errors():
         runtime = Runtime.from_config(settings)
         with _run_lock(settings, "nightly"):
             result = run_nightly(runtime, window, command="nightly")
-    except ConfigError as error:
-        _fail_config(str(error))
-        return
-    except GpucostError as error:
-        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_INCOMPLETE) from None
     manifest = result.manifest
     _print_sources(manifest)
     overview = result.frames.get("allocation_overview")
@@ -251,7 +250,7 @@ def backfill_command(
         _fail_config(f"--until {last} is before --since {first}")
     total = len(days_between(first, last))
     outcomes: list[DayOutcome] = []
-    try:
+    with _exit_on_errors():
         runtime = Runtime.from_config(settings)
         with (
             _run_lock(settings, "backfill"),
@@ -275,12 +274,6 @@ def backfill_command(
                 progress.update(task, advance=1, note=f"{outcome.day}: {outcome.status}")
 
             run_backfill(runtime, first, last, force=force, on_start=on_start, on_day=on_day)
-    except ConfigError as error:
-        _fail_config(str(error))
-        return
-    except GpucostError as error:
-        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_INCOMPLETE) from None
     counts = {
         status: sum(1 for outcome in outcomes if outcome.status == status)
         for status in ("complete", "skipped", "incomplete", "failed")
@@ -431,19 +424,10 @@ def allocate_command(
     settings = _load(config, log_format, log_level)
     first, last = _parse_day(since, "--since"), _parse_day(until, "--until")
     assert first is not None
-    try:
+    with _exit_on_errors(ValueError):
         window = Window.days_inclusive(first, last or first)
         runtime = Runtime.from_config(settings)
         result = run_allocation(runtime, window)
-    except ValueError as error:
-        _fail_config(str(error))
-        return
-    except ConfigError as error:
-        _fail_config(str(error))
-        return
-    except GpucostError as error:
-        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_INCOMPLETE) from None
     _print_overview(project_overview(result.allocation), window)
     reconciliation = result.reconciliation
     unbalanced = reconciliation.filter(
@@ -512,7 +496,7 @@ def digest_command(
     if not dry_run and settings.reports.slack_webhook is None:
         _fail_config("[reports] slack_webhook is not set (use --dry-run to print the payloads)")
         return
-    try:
+    with _exit_on_errors():
         runtime = Runtime.from_config(settings)
         runs = runtime.lake.storage.list("_runs/")
         payloads = build_digest(
@@ -527,12 +511,6 @@ def digest_command(
             return
         assert settings.reports.slack_webhook is not None
         delivery = send_digest(payloads, settings.reports.slack_webhook.resolve())
-    except ConfigError as error:
-        _fail_config(str(error))
-        return
-    except GpucostError as error:
-        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_INCOMPLETE) from None
     for failure in delivery.failures:
         errors.print(
             f"[bold red]not delivered:[/] message {failure.message} to {delivery.destination}: "
