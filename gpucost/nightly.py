@@ -40,7 +40,7 @@ from gpucost.errors import ConfigError, GpucostError
 from gpucost.manifest import RunManifest, StageRun
 from gpucost.pipeline import Runtime, collect, run_allocation, summarise_costs, write_summary
 from gpucost.window import Window
-from reports.digest import build_digest
+from reports.digest import build_digest, payloads_json
 from reports.exports import build_exports, write_exports
 from reports.findings import FindingThresholds, FleetData, find_all
 from reports.html_report import render_html_report, write_html_report
@@ -162,10 +162,12 @@ def export_stage(context: StageContext) -> list[str]:
 
 
 def digest_stage(context: StageContext) -> list[str]:
-    """The Slack digest, when ``[reports] slack_webhook`` is set."""
+    """The Slack digest: its payloads kept under ``out_dir/digest/``, sent when a webhook is set.
+
+    The kept copy is what was (or would have been) sent, so a night without Slack still shows
+    its digest, and a failed delivery can be read afterwards.
+    """
     settings, day = context.runtime.config.reports, _last_day(context)
-    if settings.slack_webhook is None:
-        return []
     previous_month = (day.replace(day=1) - timedelta(days=1)).replace(day=1)
     links = {"HTML report": f"{settings.report_url}/{day}.html"} if settings.report_url else None
     payloads = build_digest(
@@ -176,6 +178,12 @@ def digest_stage(context: StageContext) -> list[str]:
         top_findings=settings.top_findings,
         links=links,
     )
+    out = context.runtime.out.storage
+    relative = f"digest/{day}.json"
+    out.put_atomic(relative, payloads_json(payloads).encode())
+    written = [out.url(relative)]
+    if settings.slack_webhook is None:
+        return written
     delivery = send_digest(payloads, settings.slack_webhook.resolve())
     if not delivery.ok:
         failure = delivery.failures[0]
@@ -183,7 +191,7 @@ def digest_stage(context: StageContext) -> list[str]:
             f"digest message {failure.message} not delivered to {delivery.destination}: "
             f"status {failure.status}, {failure.reason}"
         )
-    return [delivery.destination]
+    return [*written, delivery.destination]
 
 
 NIGHTLY_STAGES: tuple[NightlyStage, ...] = (

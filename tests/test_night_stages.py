@@ -103,6 +103,8 @@ def test_nightly_runs_every_stage_and_conserves_money(tmp_path: Path, fleet: Pat
         "digest",
     ]
     assert all(s["status"] == "ok" for s in manifest["stages"])
+    kept = json.loads((tmp_path / "out" / "digest" / "2024-09-29.json").read_text())
+    assert kept and "GPU cost digest" in kept[0]["text"]
     html = tmp_path / "out" / "reports" / "2024-09-29.html"
     assert html.exists() and "<svg" in html.read_text()
     monthly = pl.read_csv(
@@ -149,3 +151,65 @@ def test_allocate_export_and_digest_commands(tmp_path: Path, fleet: Path) -> Non
     assert payloads and all(len(p["blocks"]) <= 50 for p in payloads)
     unsent = runner.invoke(app, ["digest", "--config", str(config), "--date", "2024-09-29"])
     assert unsent.exit_code == 2 and "slack_webhook is not set" in unsent.output
+
+
+KILLER = """
+import os, sys, time
+from gpucost import storage
+
+original = storage.LocalStorage.put_atomic
+READY = sys.argv[1]
+
+def slow_put(self, relative, data, content_sha256=None):
+    if relative.startswith("exports/") and relative.endswith("chargeback_monthly.csv"):
+        # Half of the new export in a temporary file, then stall: the parent kills us here.
+        target = os.path.join(self.root, relative)
+        partial = os.path.join(os.path.dirname(target), "." + os.path.basename(target) + ".x.tmp")
+        with open(partial, "wb") as f:
+            f.write(data[: len(data) // 2]); f.flush()
+        open(READY, "w").close()
+        time.sleep(60)
+    return original(self, relative, data, content_sha256)
+
+storage.LocalStorage.put_atomic = slow_put
+from gpucost.cli import main
+sys.argv = ["gpucost"] + sys.argv[2:]
+main()
+"""
+
+
+def test_sigkill_during_an_export_keeps_the_previous_export(tmp_path: Path, fleet: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = night_config(tmp_path, fleet)
+    assert runner.invoke(app, ["nightly", "--config", str(config)]).exit_code == 0
+    exports = tmp_path / "out" / "exports" / "2024-09"
+    before = {p.name: p.read_bytes() for p in exports.iterdir()}
+    # A changed rule changes the allocation, so the next export writes new bytes.
+    config.write_text(
+        config.read_text().replace('idle = "owner"', "") + '\n[allocation]\nidle = "separate"\n'
+    )
+    ready, script = tmp_path / "ready", tmp_path / "killer.py"
+    script.write_text(KILLER)
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(ready), "nightly", "--config", str(config)]
+    )
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    visible = {p.name: p.read_bytes() for p in exports.iterdir() if not p.name.startswith(".")}
+    assert visible["chargeback_monthly.csv"] == before["chargeback_monthly.csv"]
+    assert list(exports.glob(".*.tmp")), "the kill should leave a temporary file"
+
+    again = runner.invoke(app, ["nightly", "--config", str(config)])
+    assert again.exit_code == 0, again.output
+    after = (exports / "chargeback_monthly.csv").read_bytes()
+    assert after != before["chargeback_monthly.csv"]
+    manifest = json.loads((exports / "manifest.json").read_text())
+    assert manifest["files"]
