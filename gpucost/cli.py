@@ -682,9 +682,14 @@ def _print_overview(overview: pl.DataFrame, window: Window) -> None:
 
 
 def _print_findings(findings: pl.DataFrame) -> None:
-    table = Table(title="Findings (est. monthly waste; docs/reports.md)")
-    for column in ("kind", "host", "project", "waste / month", "recommendation"):
-        table.add_column(column, justify="right" if column == "waste / month" else "left")
+    """One line per finding; the evidence and advice are in the HTML report and the digest."""
+    table = Table(title="Findings (estimated monthly waste; docs/reports.md)")
+    for column in ("kind", "host", "project", "waste / month"):
+        table.add_column(
+            column,
+            justify="right" if column == "waste / month" else "left",
+            no_wrap=column != "project",
+        )
     ranked = findings.sort("est_monthly_waste", descending=True, nulls_last=True)
     for row in ranked.iter_rows(named=True):
         table.add_row(
@@ -692,10 +697,9 @@ def _print_findings(findings: pl.DataFrame) -> None:
             row["host"] or row["resource_id"] or "-",
             row["project"] or "-",
             f"{_money(row['est_monthly_waste'])} {row['currency'] or ''}".strip(),
-            row["recommendation"] or "",
         )
     if findings.height == 0:
-        table.add_row("none", "-", "-", "-", "no idle, misplaced or oversized GPU servers")
+        table.add_row("none: no idle, misplaced or oversized GPU servers", "-", "-", "-")
     console.print(table)
 
 
