@@ -213,3 +213,39 @@ def test_sigkill_during_an_export_keeps_the_previous_export(tmp_path: Path, flee
     assert after != before["chargeback_monthly.csv"]
     manifest = json.loads((exports / "manifest.json").read_text())
     assert manifest["files"]
+
+
+def test_the_whole_night_on_an_s3_lake(
+    tmp_path: Path, fleet: Path, moto_endpoint: str, s3_bucket: str
+) -> None:
+    """Lake and outputs on S3 (moto server): the same night, the same money, read back."""
+    import boto3
+
+    config = night_config(tmp_path, fleet)
+    text = config.read_text()
+    text = text.replace(
+        f'data_dir = "{tmp_path / "lake"}"',
+        f'data_dir = "s3://{s3_bucket}/lake"\ns3_endpoint_url = "{moto_endpoint}"\n'
+        's3_region = "us-east-1"',
+    ).replace(f'out_dir = "{tmp_path / "out"}"', f'out_dir = "s3://{s3_bucket}/out"')
+    config.write_text(text + f'\n[lock]\npath = "{tmp_path / "nightly.lock"}"\n')
+    result = runner.invoke(app, ["nightly", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    keys = {
+        item["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket)
+        for item in page.get("Contents", [])
+    }
+    assert "out/exports/2024-09/chargeback_monthly.csv" in keys
+    assert "out/reports/2024-09-29.html" in keys
+    assert any(key.startswith("lake/allocation/day=2024-09-29/") for key in keys)
+    options = {
+        "aws_endpoint_url": moto_endpoint,
+        "aws_allow_http": "true",
+        "aws_region": "us-east-1",
+    }
+    from gpucost.storage import S3Storage
+
+    lake = Lake(S3Storage(f"s3://{s3_bucket}/lake", client), options)
+    assert lake.read(ALLOCATION)["amount"].sum() == lake.read(BILLING)["EffectiveCost"].sum()
