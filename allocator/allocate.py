@@ -195,6 +195,14 @@ def allocate(
     return AllocationResult(allocation, reconciliation)
 
 
+def gpu_resources(inventory: pl.LazyFrame, rules: Sequence[ProjectRule]) -> pl.Series:
+    """Resource ids and host names of the inventory's GPU hosts: the billing ``ResourceId``
+    values whose charges :func:`allocate` splits by GPU use (latest snapshot per host)."""
+    empty = pl.DataFrame(schema={"host": pl.String})
+    hosts = _hosts(inventory, empty, list(rules)).filter(pl.col("gpu_count") > 0)
+    return pl.concat([hosts.get_column("resource_id"), hosts.get_column("host")]).unique()
+
+
 _ROW_COLUMNS: Final = (
     "day",
     "code",

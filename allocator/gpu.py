@@ -85,7 +85,6 @@ _PIECE_COLUMNS: Final = (
     "idle_units",
 )
 _GPU_KEY: Final = ("hour", "host", "gpu_uuid", "mig_profile")
-_KEY_SEED: Final = 20241001
 _WORKLOAD_KEY: Final = ("host", "hour", "namespace", "pod", "project")
 
 
@@ -133,23 +132,28 @@ def workload_weights(gpu_usage: pl.LazyFrame, policy: AllocationPolicy) -> pl.Da
 
     Nearly every GPU (or slice) has one row an hour, and one row never exceeds its own seconds:
     its weight is its basis as it is. Only GPU-hours with several rows (time-slicing) need the
-    pods counted and the weights capped, so they are found first, with a hash of their key
-    (a collision only sends a few more rows down the exact path), and handled apart.
+    pods counted and the weights capped, so the GPUs that have any such hour are found first
+    (more rows than distinct hours per GPU uuid: a group-by over a few thousand GPUs, far
+    cheaper than one over millions of GPU-hours) and all their rows take the exact path, where
+    a GPU-hour of one row keeps its basis as it is. Both passes run on the streaming engine.
     """
     units = float(WEIGHT_UNITS_PER_SECOND)
     seconds = pl.col("seconds_observed").fill_null(0.0).clip(0.0, float(SECONDS_PER_HOUR))
     utilisation = pl.col("util_avg").fill_null(0.0).clip(0.0, 1.0)
     gpu_key = list(_GPU_KEY)
     # A GPU's uuid names its host; MIG slices sharing a parent uuid are flagged together and
-    # take the exact path, which keys them by profile too.
-    hashed_key = pl.struct("hour", "gpu_uuid").hash(_KEY_SEED)
-    shared_gpu_hours = (
-        gpu_usage.group_by(hashed_key.alias("__key"))
-        .agg(pl.len().alias("__rows"))
-        .filter(pl.col("__rows") > 1)
-        .collect()
-        .get_column("__key")
+    # take the exact path, which keys them by profile too (rows without a uuid count as one
+    # GPU here, as several slices do).
+    crowded_gpus = (
+        gpu_usage.group_by("gpu_uuid")
+        .agg(pl.len().alias("__rows"), pl.col("hour").n_unique().alias("__hours"))
+        .filter(pl.col("__rows") > pl.col("__hours"))
+        .collect(engine="streaming")
+        .get_column("gpu_uuid")
     )
+    on_crowded_gpu = pl.col("gpu_uuid").is_in(crowded_gpus.drop_nulls().implode())
+    if crowded_gpus.null_count():
+        on_crowded_gpu = on_crowded_gpu | pl.col("gpu_uuid").is_null()
     capacity = (seconds * slice_fraction() * units).round().cast(pl.Int64)
     used = (utilisation * seconds * slice_fraction() * units).round().cast(pl.Int64)
     # Only the allocation and max bases count pods, so only they read ``workload``.
@@ -167,13 +171,13 @@ def workload_weights(gpu_usage: pl.LazyFrame, policy: AllocationPolicy) -> pl.Da
         capacity.alias("__capacity"),
         used.alias("__used"),
         holder.alias("__holder"),
-        hashed_key.is_in(shared_gpu_hours.implode()).alias("__shared"),
+        on_crowded_gpu.alias("__shared"),
     )
     alone = rows.filter(~pl.col("__shared")).select(
         *workload, _basis(policy, pl.col("__holder").cast(pl.Int64)).alias("weight")
     )
-    if shared_gpu_hours.len() == 0:
-        return alone.group_by(workload).agg(pl.col("weight").sum()).collect()
+    if crowded_gpus.len() == 0:
+        return alone.group_by(workload).agg(pl.col("weight").sum()).collect(engine="streaming")
     holders = pl.col("__holder").cast(pl.Int64).sum().over(gpu_key).clip(lower_bound=1)
     crowded = (
         rows.filter(pl.col("__shared"))
@@ -201,7 +205,12 @@ def workload_weights(gpu_usage: pl.LazyFrame, policy: AllocationPolicy) -> pl.Da
     )
     shared = crowded.select(*workload, capped.alias("weight"))
     # One query for both branches, so the file is read once.
-    return pl.concat([alone, shared]).group_by(workload).agg(pl.col("weight").sum()).collect()
+    return (
+        pl.concat([alone, shared])
+        .group_by(workload)
+        .agg(pl.col("weight").sum())
+        .collect(engine="streaming")
+    )
 
 
 def _basis(policy: AllocationPolicy, holders: pl.Expr) -> pl.Expr:

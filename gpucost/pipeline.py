@@ -17,7 +17,8 @@ import polars as pl
 
 import collector
 from allocator.allocate import SOURCE as ALLOCATOR_SOURCE
-from allocator.allocate import AllocationResult, allocate
+from allocator.allocate import AllocationResult, allocate, gpu_resources
+from allocator.days import separable_runs
 from allocator.policy import AllocationPolicy
 from allocator.projects import ProjectRule, cost_by_project
 from collector.base import CollectorContext, SourceSettings, get_spec
@@ -233,19 +234,41 @@ def run_allocation(runtime: Runtime, window: Window) -> AllocationResult:
     """Allocate the window's billing and headcount to projects and land the allocation table.
 
     The allocation replaces the window's days of the ``allocator`` source, so a re-run after a
-    late bill or a changed rule rewrites exactly those days.
+    late bill or a changed rule rewrites exactly those days. It runs one day at a time (one
+    :func:`~allocator.allocate.allocate` call over that day's partitions), or a few days
+    together where a charge's period or a resource's refund ties them
+    (:func:`~allocator.days.separable_runs`): the rows are those of one call over the
+    window, with one day of ``gpu_usage`` in memory at a time.
     """
     lake = runtime.lake
-    result = allocate(
-        lake.scan(BILLING, window),
-        lake.scan(GPU_USAGE, window),
-        lake.scan(INVENTORY, window),
-        lake.scan(HEADCOUNT, window),
-        project_rules(runtime.config),
-        allocation_policy(runtime.config),
-    )
-    lake.write_window(ALLOCATION, ALLOCATOR_SOURCE, window, result.allocation)
-    return result
+    rules = project_rules(runtime.config)
+    policy = allocation_policy(runtime.config)
+    inventory = lake.scan(INVENTORY, window)
+    runs = [
+        Window(first, stop)
+        for first, stop in separable_runs(
+            lambda first, stop: lake.scan(BILLING, Window(first, stop)),
+            window.start,
+            window.end,
+            rules,
+            gpu_resources(inventory, rules),
+        )
+    ]
+    allocations: list[pl.DataFrame] = []
+    reconciliations: list[pl.DataFrame] = []
+    for days in runs:
+        result = allocate(
+            lake.scan(BILLING, days),
+            lake.scan(GPU_USAGE, days),
+            inventory,
+            lake.scan(HEADCOUNT, days),
+            rules,
+            policy,
+        )
+        lake.write_window(ALLOCATION, ALLOCATOR_SOURCE, days, result.allocation)
+        allocations.append(result.allocation)
+        reconciliations.append(result.reconciliation)
+    return AllocationResult(pl.concat(allocations), pl.concat(reconciliations))
 
 
 def summarise_costs(runtime: Runtime, window: Window) -> pl.DataFrame:
