@@ -86,7 +86,7 @@ class Lake:
         """
         contract.validate(frame, source)
         if isinstance(self.storage, LocalStorage):
-            self.storage.remove_stale_temporaries(contract.name)
+            self.storage.remove_stale_temporaries(contract.name, f"part-{source}.parquet")
         foreign = frame.filter(pl.col(contract.source_column) != source).height
         if foreign:
             raise ContractError(

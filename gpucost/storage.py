@@ -85,20 +85,27 @@ class LocalStorage:
         # Hidden name in the same directory: readers ignore dot files, and rename(2) within a
         # filesystem is atomic. A crash leaves at most this temporary file behind.
         temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        # The checksum sidecar only ever describes the data file beside it: it goes before the
+        # write and comes back after the rename, so a crash in between leaves no sidecar and
+        # the next run rewrites instead of trusting a checksum of rows that never landed.
+        _sidecar(target).unlink(missing_ok=True)
         try:
             with temporary.open("wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            if content_sha256 is not None:
-                _write_sidecar(target, content_sha256)
             temporary.replace(target)
         finally:
             temporary.unlink(missing_ok=True)
         _fsync_directory(target.parent)
+        if content_sha256 is not None:
+            _write_sidecar(target, content_sha256)
 
     def content_sha256(self, relative: str) -> str | None:
-        sidecar = _sidecar(Path(self.root, relative))
+        target = Path(self.root, relative)
+        if not target.is_file():  # a sidecar without its data file says nothing
+            return None
+        sidecar = _sidecar(target)
         try:
             return sidecar.read_text(encoding="ascii").strip() or None
         except FileNotFoundError:
@@ -112,12 +119,16 @@ class LocalStorage:
     def exists(self, relative: str) -> bool:
         return Path(self.root, relative).is_file()
 
-    def remove_stale_temporaries(self, prefix: str) -> int:
-        """Delete temporary files a killed writer left under ``prefix``; returns how many."""
+    def remove_stale_temporaries(self, prefix: str, name: str) -> int:
+        """Delete temporary files a killed writer of ``name`` objects left under ``prefix``.
+
+        Only temporaries of objects called ``name`` (one source's parts) are touched, so a
+        concurrent writer of another source keeps its file in progress. Returns how many.
+        """
         base = Path(self.root, prefix)
         removed = 0
         if base.exists():
-            for path in base.rglob(".*.tmp"):
+            for path in base.rglob(f".{name}.*.tmp"):
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
@@ -128,9 +139,8 @@ def _sidecar(target: Path) -> Path:
 
 
 def _write_sidecar(target: Path, content_sha256: str) -> None:
-    # The sidecar is a cache that lets an unchanged rewrite be skipped. It is written before the
-    # data file is swapped in; a crash between the two only costs one unneeded rewrite later,
-    # because the checksum is compared with freshly computed content, never trusted alone.
+    # The sidecar is a cache that lets an unchanged rewrite be skipped (see put_atomic for why
+    # it is written only after the data file is in place).
     sidecar = _sidecar(target)
     temporary = sidecar.with_name(f"{sidecar.name}.{uuid.uuid4().hex}.tmp")
     temporary.write_text(content_sha256, encoding="ascii")

@@ -158,3 +158,37 @@ def test_s3_lake_against_moto(
 def test_unsupported_scheme_is_named() -> None:
     with pytest.raises(LakeError, match="the gs:// scheme is not supported"):
         open_storage("gs://bucket/x", storage_options={})
+
+
+def test_a_crash_before_the_rename_never_leaves_a_trusted_checksum(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checksum sidecar must never describe rows that did not land."""
+    lake = Lake(LocalStorage(tmp_path))
+    lake.write_window(BILLING, "a", SEPT, billing_rows("a", DAYS, "1"))
+    original = Path.replace
+
+    def failing_replace(self: Path, target: Path | str) -> Path:
+        if str(target).endswith(".parquet"):
+            raise OSError("disk gone")
+        return original(self, target)
+
+    monkeypatch.setattr(Path, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk gone"):
+        lake.write_window(BILLING, "a", SEPT, billing_rows("a", DAYS, "2"))
+    monkeypatch.setattr(Path, "replace", original)
+    writes = lake.write_window(BILLING, "a", SEPT, billing_rows("a", DAYS, "2"))
+    assert writes[0].action == "written"
+    assert set(lake.read(BILLING)["BilledCost"]) == {Decimal("2")}
+
+
+def test_stale_temporaries_of_other_sources_are_left_alone(tmp_path: Path) -> None:
+    lake = Lake(LocalStorage(tmp_path))
+    day = tmp_path / "billing" / "day=2024-09-01"
+    day.mkdir(parents=True)
+    mine = day / ".part-a.parquet.dead.tmp"
+    theirs = day / ".part-b.parquet.inprogress.tmp"
+    mine.write_bytes(b"x")
+    theirs.write_bytes(b"y")
+    lake.write_window(BILLING, "a", SEPT, billing_rows("a", DAYS))
+    assert not mine.exists() and theirs.exists()
