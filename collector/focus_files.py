@@ -214,8 +214,23 @@ def read_focus_file(
     file_format: Literal["auto", "csv", "parquet"] = "auto",
 ) -> FileReadResult:
     """Parse one FOCUS file's bytes into billing rows and rejects (pure; no I/O)."""
-    raw = _read_as_text(file, data, file_format)
-    raw = raw.rename({name: name.strip() for name in raw.columns})
+    raw = _read_as_text(file, data, file_format, source)
+    stripped = [name.strip() for name in raw.columns]
+    # Polars renames a repeated CSV header to NAME_duplicated_N; two spellings of one name
+    # (" BilledCost" and "BilledCost") collide once trimmed. Either way the file is ambiguous.
+    repeated = sorted(
+        {name for name in stripped if stripped.count(name) > 1}
+        | {
+            name.split("_duplicated_")[0]
+            for name in stripped
+            if "_duplicated_" in name and name.split("_duplicated_")[0] in stripped
+        }
+    )
+    if repeated:
+        raise CollectorError(
+            source, f"{file}: columns appear more than once: {', '.join(repeated)}"
+        )
+    raw = raw.rename(dict(zip(raw.columns, stripped, strict=True)))
     if "ServiceProviderName" not in raw.columns and "ProviderName" in raw.columns:
         raw = raw.with_columns(pl.col("ProviderName").alias("ServiceProviderName"))
     if "ProviderName" not in raw.columns and "ServiceProviderName" in raw.columns:
@@ -299,13 +314,15 @@ def read_focus_file(
     return FileReadResult(BILLING.conform(billing, source), rejects, dropped)
 
 
-def _read_as_text(file: str, data: bytes, file_format: str) -> pl.DataFrame:
+def _read_as_text(file: str, data: bytes, file_format: str, source: str) -> pl.DataFrame:
     """Every column as text, so parsing (and its errors) stays in our hands."""
     kind = file_format
     if kind == "auto":
         kind = "parquet" if file.lower().endswith((".parquet", ".pq")) else "csv"
     if kind == "parquet":
         frame = pl.read_parquet(io.BytesIO(data))
+        # Exports that type money as double (AWS CUR 2.0 Parquet does) are read through each
+        # double's shortest round-trip decimal: the decimal the exporter wrote, as aws-cur does.
         return frame.with_columns(pl.all().cast(pl.String))
     if data[:2] == b"\x1f\x8b":  # gzip magic number (RFC 1952)
         import gzip

@@ -13,11 +13,11 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import Annotated, Any, TextIO
 
 import polars as pl
 import typer
@@ -98,6 +98,9 @@ def _exit_on_errors(*usage_errors: type[Exception]) -> Iterator[None]:
     except GpucostError as error:
         errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_INCOMPLETE) from None
+    except OSError as error:  # the lake's folder is a file, a disk is full, a permission
+        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INCOMPLETE) from None
 
 
 def _parse_day(value: str | None, option: str) -> date | None:
@@ -161,6 +164,10 @@ def nightly_command(
     """
     settings = _load(config, log_format, log_level)
     as_of = _parse_day(day, "--date")
+    today = datetime.now(UTC).date()
+    if as_of is not None and as_of > today:
+        # The night of D collects the days before D: a future night has nothing to read yet.
+        _fail_config(f"--date {as_of} is in the future (today is {today}, UTC)")
     window = (
         nightly_window(settings, today=None)
         if as_of is None
@@ -205,6 +212,26 @@ def _run_lock(settings: GpucostConfig, command: str) -> RunLock:
     lock = RunLock(lock_path(settings), command=command)
     lock.acquire()
     return lock
+
+
+def _night_manifest(runtime: Runtime, window_end: date) -> dict[str, Any] | None:
+    """The latest finished nightly (or backfill) run whose window ends at ``window_end``.
+
+    The digest's completeness line must speak of the night it reports, not of whatever ran
+    last (a ``collect`` of one source, another day's night, a run still going).
+    """
+    best: dict[str, Any] | None = None
+    for relative in runtime.lake.storage.list("_runs/"):
+        document = runtime.lake.read_json(relative)
+        if (
+            isinstance(document, dict)
+            and document.get("command") in ("nightly", "backfill")
+            and document.get("window_end_exclusive") == window_end.isoformat()
+            and document.get("status") != "running"
+            and (best is None or str(document.get("started_at")) > str(best.get("started_at")))
+        ):
+            best = document
+    return best
 
 
 def _night_exit_status(result: NightlyResult) -> int:
@@ -498,11 +525,10 @@ def digest_command(
         return
     with _exit_on_errors():
         runtime = Runtime.from_config(settings)
-        runs = runtime.lake.storage.list("_runs/")
         payloads = build_digest(
             runtime.lake.scan(ALLOCATION, Window(previous_month, after)).collect(),
             runtime.lake.scan(FINDINGS, Window(last, after)).collect(),
-            runtime.lake.read_json(runs[-1]) if runs else None,
+            _night_manifest(runtime, after),
             day=last,
             top_findings=settings.reports.top_findings,
         )

@@ -80,6 +80,17 @@ class StoreSettings(StrictModel):
     )
     s3_region: str | None = Field(default=None, description="Region of the lake's bucket.")
 
+    @model_validator(mode="after")
+    def _supported_schemes(self) -> StoreSettings:
+        for key, value in (("data_dir", self.data_dir), ("out_dir", self.out_dir)):
+            if "://" in value and not value.startswith("s3://"):
+                scheme = value.split("://", 1)[0]
+                raise ValueError(
+                    f"{key} {value!r}: the {scheme}:// scheme is not supported yet; "
+                    "use a local path or s3://"
+                )
+        return self
+
 
 class NightlySettings(StrictModel):
     """``[nightly]``: which days a night collects."""

@@ -221,3 +221,34 @@ def test_sigkill_mid_write_keeps_the_previous_day_readable(tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     assert lake.read(BILLING).height == 1000
     assert not list((tmp_path / "lake").rglob(".*.tmp"))
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gpucost.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+
+
+def test_operational_mistakes_are_one_line_with_the_right_status(tmp_path: Path) -> None:
+    config = config_file(tmp_path)
+    # A future night has nothing to read: a usage error.
+    future = run_cli("nightly", "--config", str(config), "--date", "2999-01-01")
+    assert future.returncode == 2 and "is in the future" in future.stderr
+    # An unsupported lake scheme is a configuration error, found before anything runs.
+    gcs = tmp_path / "gcs.toml"
+    gcs.write_text(
+        config.read_text().replace(f'data_dir = "{tmp_path / "lake"}"', 'data_dir = "gs://b/x"')
+    )
+    wrong_scheme = run_cli("collect", "--config", str(gcs))
+    assert wrong_scheme.returncode == 2 and "gs:// scheme is not supported" in wrong_scheme.stderr
+    # A lake folder that is a file: one line naming it, exit 1, no traceback.
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    broken = tmp_path / "broken.toml"
+    broken.write_text(config.read_text().replace(str(tmp_path / "lake"), str(blocker)))
+    failed = run_cli("collect", "--config", str(broken), "--since", "2024-09-01")
+    assert failed.returncode == 1, failed.stderr
+    assert "Traceback" not in failed.stderr and str(blocker) in failed.stderr

@@ -249,3 +249,19 @@ def test_the_whole_night_on_an_s3_lake(
 
     lake = Lake(S3Storage(f"s3://{s3_bucket}/lake", client), options)
     assert lake.read(ALLOCATION)["amount"].sum() == lake.read(BILLING)["EffectiveCost"].sum()
+
+
+def test_the_digest_speaks_of_its_own_night(tmp_path: Path, fleet: Path) -> None:
+    """A later `collect` of one source must not become the digest's completeness line."""
+    config = night_config(tmp_path, fleet)
+    assert runner.invoke(app, ["nightly", "--config", str(config)]).exit_code == 0
+    night = json.loads(next((tmp_path / "lake" / "_runs").glob("*.json")).read_text())
+    later = runner.invoke(
+        app, ["collect", "--config", str(config), "--source", "cpu", "--since", "2024-09-29"]
+    )
+    assert later.exit_code == 0, later.output
+    digest = runner.invoke(
+        app, ["digest", "--config", str(config), "--date", "2024-09-29", "--dry-run"]
+    )
+    assert digest.exit_code == 0, digest.output
+    assert night["run_id"] in digest.output

@@ -181,3 +181,20 @@ def test_reads_from_s3_through_moto(
 def test_empty_file_is_a_clear_error() -> None:
     with pytest.raises(CollectorError, match="mandatory FOCUS columns missing"):
         read_focus_file("empty.csv", io.BytesIO(b"").getvalue(), "src", NOW)
+
+
+@pytest.mark.parametrize(
+    ("header", "named"),
+    [
+        ("BilledCost,BilledCost,", "BilledCost"),
+        (" BilledCost,BilledCost,", "BilledCost"),
+    ],
+)
+def test_repeated_columns_are_named(header: str, named: str) -> None:
+    text = (
+        header + "EffectiveCost,BillingCurrency,ChargeCategory,ChargePeriodStart,"
+        "ChargePeriodEnd,ProviderName\n"
+        "1,1,1,USD,Usage,2024-09-01 00:00:00,2024-09-01 01:00:00,AWS\n"
+    )
+    with pytest.raises(CollectorError, match=f"x.csv: columns appear more than once: {named}"):
+        read(text)
