@@ -5,11 +5,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +20,7 @@ from gpucost.cli import app
 from gpucost.contracts import BILLING
 from gpucost.lake import Lake
 from gpucost.storage import LocalStorage
+from tests.fakes.stalled_writer import kill_mid_write
 
 SAMPLE = Path(__file__).parent / "data" / "focus" / "focus_1.0_sample_1000.csv"
 runner = CliRunner()
@@ -164,32 +163,6 @@ def test_json_logs(tmp_path: Path) -> None:
     assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
 
 
-KILLER = """
-import os, sys, time
-from gpucost import storage
-
-original = storage.LocalStorage.put_atomic
-READY = sys.argv[1]
-
-def slow_put(self, relative, data, content_sha256=None):
-    if relative.startswith("billing/"):
-        # Write half of the new part to a temporary file, then stall: the parent kills us here.
-        target = os.path.join(self.root, relative)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        partial = os.path.join(os.path.dirname(target), "." + os.path.basename(target) + ".x.tmp")
-        with open(partial, "wb") as f:
-            f.write(data[: len(data) // 2]); f.flush()
-        open(READY, "w").close()
-        time.sleep(60)
-    return original(self, relative, data, content_sha256)
-
-storage.LocalStorage.put_atomic = slow_put
-from gpucost.cli import main
-sys.argv = ["gpucost"] + sys.argv[2:]
-main()
-"""
-
-
 def test_sigkill_mid_write_keeps_the_previous_day_readable(tmp_path: Path) -> None:
     first = tmp_path / "first.csv"
     lines = SAMPLE.read_text().splitlines()
@@ -202,17 +175,7 @@ def test_sigkill_mid_write_keeps_the_previous_day_readable(tmp_path: Path) -> No
 
     # Now the full file: the writer is killed while writing its first new part.
     config.write_text(config.read_text().replace(str(first), str(SAMPLE)))
-    ready = tmp_path / "ready"
-    script = tmp_path / "killer.py"
-    script.write_text(KILLER)
-    process = subprocess.Popen([sys.executable, str(script), str(ready), *args])
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        assert process.poll() is None, "writer exited before reaching the write"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_mid_write(tmp_path / "ready", args, prefix="billing/")
     assert list((tmp_path / "lake").rglob(".*.tmp")), "the kill should leave a temporary file"
     after_kill = lake.read(BILLING)
     assert after_kill.equals(before)

@@ -17,6 +17,7 @@ from gpucost.contracts import ALLOCATION, BILLING, FINDINGS, GPU_USAGE
 from gpucost.lake import Lake
 from gpucost.storage import LocalStorage
 from gpucost.synth import generate
+from tests.fakes.stalled_writer import kill_mid_write
 
 runner = CliRunner()
 
@@ -153,56 +154,19 @@ def test_allocate_export_and_digest_commands(tmp_path: Path, fleet: Path) -> Non
     assert unsent.exit_code == 2 and "slack_webhook is not set" in unsent.output
 
 
-KILLER = """
-import os, sys, time
-from gpucost import storage
-
-original = storage.LocalStorage.put_atomic
-READY = sys.argv[1]
-
-def slow_put(self, relative, data, content_sha256=None):
-    if relative.startswith("exports/") and relative.endswith("chargeback_monthly.csv"):
-        # Half of the new export in a temporary file, then stall: the parent kills us here.
-        target = os.path.join(self.root, relative)
-        partial = os.path.join(os.path.dirname(target), "." + os.path.basename(target) + ".x.tmp")
-        with open(partial, "wb") as f:
-            f.write(data[: len(data) // 2]); f.flush()
-        open(READY, "w").close()
-        time.sleep(60)
-    return original(self, relative, data, content_sha256)
-
-storage.LocalStorage.put_atomic = slow_put
-from gpucost.cli import main
-sys.argv = ["gpucost"] + sys.argv[2:]
-main()
-"""
-
-
 def test_sigkill_during_an_export_keeps_the_previous_export(tmp_path: Path, fleet: Path) -> None:
-    import signal
-    import subprocess
-    import sys
-    import time
-
     config = night_config(tmp_path, fleet)
     assert runner.invoke(app, ["nightly", "--config", str(config)]).exit_code == 0
     exports = tmp_path / "out" / "exports" / "2024-09"
     before = {p.name: p.read_bytes() for p in exports.iterdir()}
     # A changed rule changes the allocation, so the next export writes new bytes.
-    config.write_text(
-        config.read_text().replace('idle = "owner"', "") + '\n[allocation]\nidle = "separate"\n'
+    config.write_text(config.read_text() + '\n[allocation]\nidle = "separate"\n')
+    kill_mid_write(
+        tmp_path / "ready",
+        ["nightly", "--config", str(config)],
+        prefix="exports/",
+        suffix="chargeback_monthly.csv",
     )
-    ready, script = tmp_path / "ready", tmp_path / "killer.py"
-    script.write_text(KILLER)
-    process = subprocess.Popen(
-        [sys.executable, str(script), str(ready), "nightly", "--config", str(config)]
-    )
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
     visible = {p.name: p.read_bytes() for p in exports.iterdir() if not p.name.startswith(".")}
     assert visible["chargeback_monthly.csv"] == before["chargeback_monthly.csv"]
     assert list(exports.glob(".*.tmp")), "the kill should leave a temporary file"

@@ -7,12 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -40,6 +38,7 @@ from gpucost.scheduler import (
     scheduler_options,
 )
 from gpucost.storage import LocalStorage
+from tests.fakes.stalled_writer import kill_mid_write
 
 collector.load_all()
 
@@ -114,30 +113,6 @@ def manifests(lake: Path) -> list[dict[str, Any]]:
 
 # --- crashes and re-runs ---------------------------------------------------------------------
 
-KILLER = """
-import os, sys, time
-from gpucost import storage
-
-original = storage.LocalStorage.put_atomic
-READY = sys.argv[1]
-
-def stalled_put(self, relative, data, content_sha256=None):
-    if relative.startswith("billing/"):
-        target = os.path.join(self.root, relative)
-        partial = os.path.join(os.path.dirname(target), "." + os.path.basename(target) + ".x.tmp")
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(partial, "wb") as f:
-            f.write(data[: len(data) // 2]); f.flush()
-        open(READY, "w").close()
-        time.sleep(60)
-    return original(self, relative, data, content_sha256)
-
-storage.LocalStorage.put_atomic = stalled_put
-from gpucost.cli import main
-sys.argv = ["gpucost"] + sys.argv[2:]
-main()
-"""
-
 
 def test_sigkill_during_a_nightly_keeps_the_lake_and_the_rerun_completes(tmp_path: Path) -> None:
     partial_bill = tmp_path / "first.csv"
@@ -149,19 +124,7 @@ def test_sigkill_during_a_nightly_keeps_the_lake_and_the_rerun_completes(tmp_pat
     before = lake.read(BILLING)
 
     config.write_text(config.read_text().replace(str(partial_bill), str(SAMPLE)))
-    ready, script = tmp_path / "ready", tmp_path / "killer.py"
-    script.write_text(KILLER)
-    process = subprocess.Popen(
-        [sys.executable, str(script), str(ready), "nightly", "--config", str(config)],
-        stderr=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_mid_write(tmp_path / "ready", ["nightly", "--config", str(config)], prefix="billing/")
 
     assert lake.read(BILLING).equals(before), "the previous night's data stays readable"
     killed = [m for m in manifests(tmp_path / "lake") if m["status"] == "running"]
