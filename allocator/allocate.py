@@ -1,23 +1,23 @@
 """``allocate``: every charge and the team's headcount attributed to ML projects, exactly.
 
 Inputs are lake tables as LazyFrames (billing, gpu_usage, inventory, headcount), the ordered
-``[[projects]]`` rules and an :class:`~allocator.policy.AllocationPolicy`; the output is the
+``[[projects]]`` rules and an :class:`~gpucost.allocator.policy.AllocationPolicy`; the output is the
 ``allocation`` table and a reconciliation per day and currency. Nothing here reads or writes
 files.
 
 Each charge (a billing row) is attributed by the first of:
 
 1. **GPU host** (its ``ResourceId`` is an inventory host with GPUs): split hour by hour over
-   the projects that used the host's GPUs, and the idle rest (:mod:`allocator.gpu`);
+   the projects that used the host's GPUs, and the idle rest (:mod:`gpucost.allocator.gpu`);
 2. **matched** by a rule (tags, accounts, hosts), or an unmatched line of a resource whose
    other lines a rule matched (a refund follows its charge): whole to that project;
 3. **shared** (unmatched support, networking, credits...): split by the shared policy
-   (:mod:`allocator.shared`);
+   (:mod:`gpucost.allocator.shared`);
 4. otherwise **unallocated**, visibly.
 
 The amount allocated is ``EffectiveCost`` (amortised commitments; ``BilledCost`` when
 EffectiveCost is null) and ``BilledCost`` is split beside it into ``billed_amount`` by the same
-weights. Every split is exact (:mod:`allocator.exact`): the pieces of a charge add up to it to
+weights. Every split is exact (:mod:`.exact`): the pieces of a charge add up to it to
 the last 1e-18, and :func:`allocate` refuses to return a result whose reconciliation is not
 exactly zero.
 
@@ -59,9 +59,9 @@ from typing import Final
 
 import polars as pl
 
-from allocator import gpu
-from allocator.exact import from_units, to_units
-from allocator.matching import (
+from gpucost.allocator import gpu
+from gpucost.allocator.exact import from_units, to_units
+from gpucost.allocator.matching import (
     PROJECT_CODE_BASE,
     UNALLOCATED_CODE,
     billing_match_code,
@@ -70,17 +70,17 @@ from allocator.matching import (
     targets,
     workload_match_code,
 )
-from allocator.policy import AllocationPolicy
-from allocator.projects import ProjectRule
-from allocator.shared import (
+from gpucost.allocator.policy import AllocationPolicy
+from gpucost.allocator.projects import ProjectRule
+from gpucost.allocator.shared import (
     WEIGHT_UNITS,
     direct_pieces,
     is_shared,
     recipients,
     shared_pieces,
 )
-from gpucost.contracts import ALLOCATION, MONEY
-from gpucost.errors import GpucostError
+from gpucost.core.contracts import ALLOCATION, MONEY
+from gpucost.core.errors import GpucostError
 
 SOURCE: Final = "allocator"
 RATIO_PLACES: Final = 12

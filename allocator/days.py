@@ -26,8 +26,8 @@ from datetime import date, timedelta
 
 import polars as pl
 
-from allocator.matching import billing_match_code
-from allocator.projects import ProjectRule
+from gpucost.allocator.matching import billing_match_code
+from gpucost.allocator.projects import ProjectRule
 
 _MATCH_COLUMNS = (
     "ResourceId",
@@ -51,7 +51,7 @@ def separable_runs(
 
     ``billing_of(first, stop)`` scans the billing rows of the days ``[first, stop)``;
     ``gpu_resources`` holds the resource ids and host names of the GPU hosts (whose charges
-    never follow a resource: :func:`allocator.allocate.gpu_resources`).
+    never follow a resource: :func:`gpucost.allocator.allocate.gpu_resources`).
     """
     rules = list(rules)
     one = timedelta(days=1)

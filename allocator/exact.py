@@ -33,7 +33,7 @@ from typing import Final
 
 import polars as pl
 
-from gpucost.contracts import MONEY, MONEY_SCALE
+from gpucost.core.contracts import MONEY, MONEY_SCALE
 
 UNITS_PER_CURRENCY: Final = 10**MONEY_SCALE
 """Integer units in one unit of currency at the lake's precision (Decimal scale 18)."""

@@ -13,13 +13,13 @@ Per GPU row (a GPU, a MIG slice or one pod of a time-sliced GPU) and hour:
 * used = ``util_avg x seconds_observed x fraction`` (busy GPU-seconds);
 * held = ``seconds_observed x fraction / pods on that GPU`` for rows with a pod (time-slicing
   shares a GPU among pods; MIG slices are separate GPUs);
-* the basis weight is used, held or their maximum (:data:`~allocator.policy.GpuBasis`); the
+* the basis weight is used, held or their maximum (:data:`~gpucost.allocator.policy.GpuBasis`); the
   weights on one GPU (or slice) in one hour are scaled down to its seconds when they exceed it,
   so a time-sliced GPU whose exporter repeats the device's utilisation on every pod's series is
   split by use instead of being counted once per pod.
 
 A charge of a GPU host (billing ``ResourceId`` = the inventory's ``resource_id`` or ``host``)
-covering the hours ``h`` then splits exactly (:func:`allocator.exact.split_exact`) into one
+covering the hours ``h`` then splits exactly (:func:`gpucost.allocator.exact.split_exact`) into one
 piece per project with weight ``sum_h weight(project, h)`` and one idle piece with weight
 ``sum_h (GPUs x 3600 s - sum of the hour's weights)``. With the ``usage`` basis a project thus
 pays ``cost x used GPU-seconds / (GPUs x 3600)`` of each hour, exactly the ground truth of
@@ -35,9 +35,9 @@ from typing import Final
 
 import polars as pl
 
-from allocator.exact import split_exact
-from allocator.matching import IDLE_CODE, UNALLOCATED_CODE
-from allocator.policy import AllocationPolicy
+from gpucost.allocator.exact import split_exact
+from gpucost.allocator.matching import IDLE_CODE, UNALLOCATED_CODE
+from gpucost.allocator.policy import AllocationPolicy
 
 WEIGHT_UNITS_PER_SECOND: Final = 8_400_000
 """GPU weights are integers of 1/8,400,000 GPU-second: sums are exact, and since 84 is divisible

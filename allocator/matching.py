@@ -6,7 +6,7 @@ through any single column. So every column's distinct values (a bill repeats a f
 sets over millions of rows) are tested against every rule once, each value is mapped to the
 smallest *match code* it earns, and a row's code is the minimum over its columns, looked up by
 hash (``replace_strict``). The result is identical to evaluating
-:func:`allocator.projects.billing_rule_predicate` row by row (a test checks it).
+:func:`gpucost.allocator.projects.billing_rule_predicate` row by row (a test checks it).
 
 A match code is ``rule_index * CODE_STRIDE + via``, where ``via`` names the criterion that
 matched (:data:`VIA`), so one integer carries the project, its cost centre and the rule and
@@ -21,7 +21,7 @@ from typing import Final
 
 import polars as pl
 
-from allocator.projects import UNALLOCATED, ProjectRule, glob_to_regex
+from gpucost.allocator.projects import UNALLOCATED, ProjectRule, glob_to_regex
 
 VIA: Final = (
     "tags",

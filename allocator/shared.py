@@ -23,10 +23,10 @@ from typing import Final
 
 import polars as pl
 
-from allocator.exact import UNITS_PER_CURRENCY, split_exact
-from allocator.matching import CODE_STRIDE, IDLE_CODE, UNALLOCATED_CODE, VIA
-from allocator.policy import AllocationPolicy
-from allocator.projects import glob_to_regex
+from gpucost.allocator.exact import UNITS_PER_CURRENCY, split_exact
+from gpucost.allocator.matching import CODE_STRIDE, IDLE_CODE, UNALLOCATED_CODE, VIA
+from gpucost.allocator.policy import AllocationPolicy
+from gpucost.allocator.projects import glob_to_regex
 
 WEIGHT_UNITS: Final = 1_000_000
 """Shared weights are integers: micro-FTE, micro-currency of direct cost, micro-weights."""

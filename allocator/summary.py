@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from allocator.exact import from_units, to_units
+from gpucost.allocator.exact import from_units, to_units
 
 
 def summarise(allocation: pl.DataFrame) -> pl.DataFrame:

@@ -1,4 +1,4 @@
-"""Benchmark allocator.allocate on a synthetic fleet: wall time, peak RSS, ratio to a bare scan.
+"""Benchmark the allocator on a synthetic fleet: wall time, peak RSS, ratio to a bare scan.
 
     python benchmarks/bench_allocator.py [--gpus 10000] [--days 30] [--repeat 3] [--threads 2]
 
@@ -51,11 +51,11 @@ def _dataset(cache: Path, gpus: int, days: int) -> Path:
         return folder
     import polars as pl
 
-    from collector.focus_files import read_focus_file
-    from collector.inventory_file import read_inventory
-    from collector.roster import read_roster
+    from gpucost.collector.focus_files import read_focus_file
+    from gpucost.collector.inventory_file import read_inventory
+    from gpucost.collector.roster import read_roster
+    from gpucost.core.window import Window
     from gpucost.synth import generate
-    from gpucost.window import Window
 
     started = time.perf_counter()
     print(f"generating {gpus} GPUs x {days} days into {folder} (once)...", flush=True)
@@ -102,9 +102,9 @@ def _worker(mode: str, folder: Path) -> dict[str, Any]:
     """One measurement in this process (run by the parent in a fresh interpreter)."""
     import polars as pl
 
-    from allocator.allocate import allocate
-    from allocator.policy import AllocationPolicy
-    from allocator.projects import ProjectRule
+    from gpucost.allocator.allocate import allocate
+    from gpucost.allocator.policy import AllocationPolicy
+    from gpucost.allocator.projects import ProjectRule
 
     scans = {
         name: pl.scan_parquet(folder / f"{name}.parquet")

@@ -4,7 +4,7 @@
 
 Generates the fleet once, like ``bench_allocator.py`` (same cache), then, in a fresh process
 limited to ``--threads`` Polars threads, cuts the window into independent runs of days
-(:func:`allocator.days.separable_runs`) and calls ``allocate()`` once per run over that
+(:func:`gpucost.allocator.days.separable_runs`) and calls ``allocate()`` once per run over that
 run's rows of the four Parquet inputs (scans filtered by day, as the lake's day partitions
 are), as ``gpucost.pipeline.run_allocation`` does. It prints each run's wall time, the
 process's peak RSS (``ru_maxrss``) against the 8 GiB goal, and the time extrapolated to 30 days.
@@ -33,11 +33,11 @@ def _worker(folder: Path) -> dict[str, Any]:
     import polars as pl
     from bench_allocator import START
 
-    from allocator.allocate import allocate, gpu_resources
-    from allocator.days import separable_runs
-    from allocator.policy import AllocationPolicy
-    from allocator.projects import ProjectRule
-    from gpucost.window import Window
+    from gpucost.allocator.allocate import allocate, gpu_resources
+    from gpucost.allocator.days import separable_runs
+    from gpucost.allocator.policy import AllocationPolicy
+    from gpucost.allocator.projects import ProjectRule
+    from gpucost.core.window import Window
 
     counts = json.loads((folder / "counts.json").read_text())
     days = int(folder.name.split("-d")[1].split("-")[0])

@@ -1,4 +1,4 @@
-"""Benchmark collector.dcgm_text against prometheus_client's text parser on one payload.
+"""Benchmark gpucost.collector.dcgm_text against prometheus_client's text parser on one payload.
 
     python benchmarks/bench_dcgm_parser.py [--hosts 543] [--repeat 7]
 
@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 import polars as pl  # noqa: E402
 
-from collector.dcgm_text import is_dcgm_blank, iter_samples, parse_dcgm_exposition  # noqa: E402
+from gpucost.collector.dcgm_text import is_dcgm_blank, iter_samples, parse_dcgm_exposition  # noqa: E402
 
 DATA = REPO / "tests" / "data" / "dcgm"
 FAMILIES_FROM = DATA / "upcloud_NVIDIA-L40S.prom"

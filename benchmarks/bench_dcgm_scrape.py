@@ -27,9 +27,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from collector.dcgm_exporter import DcgmExporter  # noqa: E402
-from collector.dcgm_text import iter_samples  # noqa: E402
-from gpucost.window import Window  # noqa: E402
+from gpucost.collector.dcgm_exporter import DcgmExporter  # noqa: E402
+from gpucost.collector.dcgm_text import iter_samples  # noqa: E402
+from gpucost.core.window import Window  # noqa: E402
 
 DATA = REPO / "tests" / "data" / "dcgm"
 FAMILIES_FROM = DATA / "upcloud_NVIDIA-L40S.prom"

@@ -3,7 +3,7 @@
 Importing this package imports every collector module so the registry is complete.
 """
 
-from collector.base import (
+from gpucost.collector.base import (
     REJECT_SCHEMA,
     Collected,
     Collector,

@@ -15,7 +15,7 @@ Casting a double straight to DECIMAL would keep binary noise (0.1 -> 0.100000000
 
 FOCUS mapping of the result columns: ``usage_day`` -> ChargePeriodStart (End = next day),
 ``billed_cost`` (sum of ``line_item_unblended_cost``) -> BilledCost, ``effective_cost``
-(amortized, :data:`collector.aws_common.EFFECTIVE_COST_RULES`) -> EffectiveCost,
+(amortized, :data:`gpucost.collector.aws_common.EFFECTIVE_COST_RULES`) -> EffectiveCost,
 ``usage_amount``/``unit`` -> ConsumedQuantity/ConsumedUnit (usage rows), ``account_id`` ->
 SubAccountId, ``resource_id`` -> ResourceId, ``usage_type`` -> x_UsageType, ``instance_type``
 -> x_InstanceType, ``product_code`` -> ServiceName, ``line_item_type`` -> ChargeCategory,
@@ -35,23 +35,23 @@ from typing import Any, ClassVar, Literal
 import polars as pl
 from pydantic import Field, field_validator
 
-from collector.aws_common import (
+from gpucost.collector.aws_common import (
     EFFECTIVE_COST_RULES,
     LINE_ITEM_CHARGE_CATEGORY,
     AwsClients,
     AwsSourceSettings,
 )
-from collector.base import Collected, CollectorContext, SourceSettings, register
-from collector.parsing import (
+from gpucost.collector.base import Collected, CollectorContext, SourceSettings, register
+from gpucost.collector.parsing import (
     blank_to_null,
     parse_money,
     parse_timestamp,
     rejects_from,
     tags_to_json,
 )
-from gpucost.contracts import BILLING, UTC_TIME
-from gpucost.errors import CollectorError
-from gpucost.window import Window
+from gpucost.core.contracts import BILLING, UTC_TIME
+from gpucost.core.errors import CollectorError
+from gpucost.core.window import Window
 
 logger = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ already does what the collectors need (botocore ``retries/standard.py``; AWS SDK
 
 ``adaptive`` mode adds client-side rate limiting on top; a nightly run makes too few calls for
 it to matter, so ``standard`` is the default. After the last attempt botocore raises, and
-:func:`aws_call` turns that into a :class:`~gpucost.errors.CollectorError` naming the source, the
-operation, AWS's error code and the number of retries: the source fails visibly in the run
-manifest while the others go on.
+:func:`aws_call` turns that into a :class:`~gpucost.core.errors.CollectorError` naming the
+source, the operation, AWS's error code and the number of retries: the source fails visibly in the
+run manifest while the others go on.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from collector.base import CollectorContext, SourceSettings
-from gpucost.errors import CollectorError
+from gpucost.collector.base import CollectorContext, SourceSettings
+from gpucost.core.errors import CollectorError
 
 logger = logging.getLogger(__name__)
 

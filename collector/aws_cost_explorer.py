@@ -44,18 +44,18 @@ from typing import Any, ClassVar, Literal
 import polars as pl
 from pydantic import Field, field_validator, model_validator
 
-from collector.aws_common import AwsClients, AwsSourceSettings
-from collector.base import Collected, CollectorContext, SourceSettings, register
-from collector.parsing import (
+from gpucost.collector.aws_common import AwsClients, AwsSourceSettings
+from gpucost.collector.base import Collected, CollectorContext, SourceSettings, register
+from gpucost.collector.parsing import (
     blank_to_null,
     parse_money,
     parse_timestamp,
     rejects_from,
     tags_to_json,
 )
-from gpucost.contracts import BILLING, UTC_TIME
-from gpucost.errors import CollectorError
-from gpucost.window import Window
+from gpucost.core.contracts import BILLING, UTC_TIME
+from gpucost.core.errors import CollectorError
+from gpucost.core.window import Window
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Reads three formats, told apart by their columns:
 * legacy CUR, CSV or gzip CSV with ``category/Column`` headers (``lineItem/UnblendedCost``);
 * CUR 2.0 (Data Exports), Parquet or gzip CSV with snake_case columns
   (``line_item_unblended_cost``) and ``resource_tags``/``product`` maps;
-* FOCUS 1.x exports from Data Exports, parsed by :func:`collector.focus_files.read_focus_file`.
+* FOCUS 1.x exports from Data Exports, parsed by :func:`.focus_files.read_focus_file`.
 
 **Current files only.** AWS rewrites a billing period's report at least daily until the bill is
 final, and may restate it after the month ends (CUR user guide, "Understanding your report
@@ -29,7 +29,7 @@ FOCUS column                  CUR column
 ============================  ======================================================
 BilledCost                    line_item_unblended_cost
 EffectiveCost                 amortized: SP/RI effective cost by line item type
-                              (:data:`collector.aws_common.EFFECTIVE_COST_RULES`)
+                              (:data:`gpucost.collector.aws_common.EFFECTIVE_COST_RULES`)
 ListCost / ListUnitPrice      pricing_public_on_demand_cost / _rate
 ConsumedQuantity / Unit       line_item_usage_amount / pricing_unit (usage rows only)
 PricingQuantity / Unit        line_item_usage_amount / pricing_unit
@@ -65,7 +65,7 @@ from typing import Any, ClassVar, Literal
 import polars as pl
 from pydantic import Field
 
-from collector.aws_common import (
+from gpucost.collector.aws_common import (
     EFFECTIVE_COST_RULES,
     LINE_ITEM_CHARGE_CATEGORY,
     LINE_ITEM_CHARGE_FREQUENCY,
@@ -77,18 +77,24 @@ from collector.aws_common import (
     error_code,
     split_s3_url,
 )
-from collector.base import REJECT_SCHEMA, Collected, CollectorContext, SourceSettings, register
-from collector.focus_files import read_focus_file
-from collector.parsing import (
+from gpucost.collector.base import (
+    REJECT_SCHEMA,
+    Collected,
+    CollectorContext,
+    SourceSettings,
+    register,
+)
+from gpucost.collector.focus_files import read_focus_file
+from gpucost.collector.parsing import (
     blank_to_null,
     parse_money,
     parse_timestamp,
     rejects_from,
     tags_to_json,
 )
-from gpucost.contracts import BILLING, MONEY, UTC_TIME
-from gpucost.errors import CollectorError
-from gpucost.window import Window
+from gpucost.core.contracts import BILLING, MONEY, UTC_TIME
+from gpucost.core.errors import CollectorError
+from gpucost.core.window import Window
 
 logger = logging.getLogger(__name__)
 

@@ -25,11 +25,11 @@ from typing import Any, ClassVar
 import polars as pl
 from pydantic import Field
 
-from collector.aws_common import AwsAccount, AwsClients, AwsSourceSettings
-from collector.base import Collected, CollectorContext, SourceSettings, register
-from collector.parsing import tags_to_json
-from gpucost.contracts import HOST_METRICS, INVENTORY, MONEY
-from gpucost.window import Window
+from gpucost.collector.aws_common import AwsAccount, AwsClients, AwsSourceSettings
+from gpucost.collector.base import Collected, CollectorContext, SourceSettings, register
+from gpucost.collector.parsing import tags_to_json
+from gpucost.core.contracts import HOST_METRICS, INVENTORY, MONEY
+from gpucost.core.window import Window
 
 logger = logging.getLogger(__name__)
 

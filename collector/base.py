@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpucost.window import Window
+from gpucost.core.window import Window
 
 SOURCE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
@@ -164,7 +164,7 @@ def register(kind: str) -> Callable[[C], C]:
 
 
 def registry() -> Mapping[str, CollectorSpec]:
-    """Every registered kind (call :func:`collector.load_all` first for the complete set)."""
+    """Every registered kind (all of them once :func:`load_all` ran)."""
     return dict(_REGISTRY)
 
 

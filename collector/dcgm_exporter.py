@@ -12,9 +12,9 @@ Two inputs, either or both:
   the demo feed it. Lines carry millisecond timestamps; a file without them counts as scraped
   at its modification time.
 
-Pages are parsed in batches by :func:`collector.dcgm_text.parse_dcgm_exposition` (one call for
+Pages are parsed in batches by :func:`.dcgm_text.parse_dcgm_exposition` (one call for
 many pages, each page fenced by a marker line), turned into raw samples and rolled up hourly by
-:func:`collector.gpu_rollup.rollup_hourly`.
+:func:`gpucost.collector.gpu_rollup.rollup_hourly`.
 """
 
 from __future__ import annotations
@@ -39,9 +39,15 @@ import requests
 import requests.adapters
 from pydantic import Field, field_validator, model_validator
 
-from collector.base import REJECT_SCHEMA, Collected, CollectorContext, SourceSettings, register
-from collector.dcgm_text import SAMPLE_SCHEMA, parse_dcgm_exposition
-from collector.gpu_rollup import (
+from gpucost.collector.base import (
+    REJECT_SCHEMA,
+    Collected,
+    CollectorContext,
+    SourceSettings,
+    register,
+)
+from gpucost.collector.dcgm_text import SAMPLE_SCHEMA, parse_dcgm_exposition
+from gpucost.collector.gpu_rollup import (
     MIB,
     SampleSpool,
     conform_samples,
@@ -49,9 +55,9 @@ from collector.gpu_rollup import (
     rollup_hourly,
     slice_uuid_expr,
 )
-from gpucost.contracts import UTC_TIME
-from gpucost.errors import CollectorError
-from gpucost.window import Window
+from gpucost.core.contracts import UTC_TIME
+from gpucost.core.errors import CollectorError
+from gpucost.core.window import Window
 
 logger = logging.getLogger(__name__)
 
@@ -487,7 +493,7 @@ def _short(error: BaseException) -> str:
 
 
 def parse_pages(pages: Sequence[Page]) -> ParsedPages:
-    """Parse pages into raw samples (:data:`collector.gpu_rollup.RAW_SAMPLE_SCHEMA`) and rejects.
+    """Parse pages into raw samples (:data:`.gpu_rollup.RAW_SAMPLE_SCHEMA`) and rejects.
 
     Pages are parsed together, up to :data:`PARSE_BATCH_CHARS` of text per call: a marker
     line ``gpucost_page_<random> <page number>`` before each page tells, in the parser's
@@ -584,7 +590,7 @@ def _parse_one_by_one(pages: Sequence[Page]) -> ParsedPages:
 
 
 def samples_from_dcgm(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """Raw GPU samples from parsed exposition rows (:data:`collector.dcgm_text.SAMPLE_SCHEMA`).
+    """Raw GPU samples from parsed exposition rows (:data:`.dcgm_text.SAMPLE_SCHEMA`).
 
     A sample's time is its line's timestamp, else ``scrape_time``; its host the ``Hostname``
     label, else the optional ``fallback_host`` column. Returns the samples and the number of

@@ -35,9 +35,9 @@ from typing import Final, NamedTuple
 
 import polars as pl
 
-from collector.base import REJECT_SCHEMA
-from gpucost.contracts import UTC_TIME
-from gpucost.errors import GpucostError
+from gpucost.collector.base import REJECT_SCHEMA
+from gpucost.core.contracts import UTC_TIME
+from gpucost.core.errors import GpucostError
 
 __all__ = [
     "DCGM_FP64_BLANK",
@@ -223,7 +223,7 @@ class ParseResult(NamedTuple):
     errors: list[LineError]
 
     def rejects(self, file: str) -> pl.DataFrame:
-        """The errors as rows of the collectors' reject table (``collector.base``)."""
+        """The errors as rows of the collectors' reject table (``gpucost.collector.base``)."""
         return pl.DataFrame(
             {
                 "file": [file] * len(self.errors),

@@ -14,8 +14,8 @@ from typing import Any, ClassVar, Literal
 import polars as pl
 from pydantic import Field, model_validator
 
-from collector.base import Collected, CollectorContext, SourceSettings, register
-from collector.parsing import (
+from gpucost.collector.base import Collected, CollectorContext, SourceSettings, register
+from gpucost.collector.parsing import (
     blank_to_null,
     canonical_enum,
     canonical_tags,
@@ -23,11 +23,11 @@ from collector.parsing import (
     parse_timestamp,
     rejects_from,
 )
-from gpucost.contracts import (
+from gpucost.core.contracts import (
     BILLING,
 )
-from gpucost.errors import CollectorError
-from gpucost.window import Window
+from gpucost.core.errors import CollectorError
+from gpucost.core.window import Window
 
 logger = logging.getLogger(__name__)
 

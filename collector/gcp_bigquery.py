@@ -20,8 +20,8 @@ from zoneinfo import ZoneInfo
 import polars as pl
 from pydantic import Field
 
-from collector.base import Collected, CollectorContext, SourceSettings, register
-from collector.gcp_common import (
+from gpucost.collector.base import Collected, CollectorContext, SourceSettings, register
+from gpucost.collector.gcp_common import (
     PROVIDER_NAME,
     SECONDS_PER_HOUR,
     describe_google_error,
@@ -30,10 +30,10 @@ from collector.gcp_common import (
     labels_to_tags,
     parse_label_json,
 )
-from collector.parsing import parse_money, rejects_from
-from gpucost.contracts import BILLING, MONEY, UTC_TIME
-from gpucost.errors import CollectorError, MissingDependencyError
-from gpucost.window import Window
+from gpucost.collector.parsing import parse_money, rejects_from
+from gpucost.core.contracts import BILLING, MONEY, UTC_TIME
+from gpucost.core.errors import CollectorError, MissingDependencyError
+from gpucost.core.window import Window
 
 logger = logging.getLogger(__name__)
 

@@ -17,17 +17,17 @@ from typing import Any, ClassVar
 import polars as pl
 from pydantic import Field
 
-from collector.base import Collected, CollectorContext, SourceSettings, register
-from collector.gcp_common import (
+from gpucost.collector.base import Collected, CollectorContext, SourceSettings, register
+from gpucost.collector.gcp_common import (
     COMPUTE_ENGINE_DISPLAY_NAME,
     describe_google_error,
     gpu_sku,
     money_to_decimal,
     transient_retry,
 )
-from gpucost.contracts import MONEY, PRICES
-from gpucost.errors import CollectorError, MissingDependencyError
-from gpucost.window import Window
+from gpucost.core.contracts import MONEY, PRICES
+from gpucost.core.errors import CollectorError, MissingDependencyError
+from gpucost.core.window import Window
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import polars as pl
 
-from collector.parsing import tags_to_json
-from gpucost.errors import MissingDependencyError
+from gpucost.collector.parsing import tags_to_json
+from gpucost.core.errors import MissingDependencyError
 
 PROVIDER_NAME = "Google Cloud"
 """FOCUS ProviderName/ServiceProviderName for Google Cloud, as the FOCUS converters write it

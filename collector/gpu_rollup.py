@@ -41,8 +41,8 @@ from typing import Final
 
 import polars as pl
 
-from gpucost.contracts import GPU_USAGE, UTC_TIME
-from gpucost.window import Window
+from gpucost.core.contracts import GPU_USAGE, UTC_TIME
+from gpucost.core.window import Window
 
 __all__ = [
     "RAW_SAMPLE_SCHEMA",

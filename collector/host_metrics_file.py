@@ -7,12 +7,12 @@ from typing import ClassVar
 
 import polars as pl
 
-from collector.base import Collected, CollectorContext, SourceSettings, register
-from collector.local_files import LocalFileSettings, matching_files, read_file, resolve
-from collector.parsing import blank_to_null, parse_timestamp, rejects_from
-from gpucost.contracts import HOST_METRICS
-from gpucost.errors import CollectorError
-from gpucost.window import Window
+from gpucost.collector.base import Collected, CollectorContext, SourceSettings, register
+from gpucost.collector.local_files import LocalFileSettings, matching_files, read_file, resolve
+from gpucost.collector.parsing import blank_to_null, parse_timestamp, rejects_from
+from gpucost.core.contracts import HOST_METRICS
+from gpucost.core.errors import CollectorError
+from gpucost.core.window import Window
 
 FRACTION_COLUMNS = ("cpu_util_avg", "cpu_util_max", "cpu_util_p95")
 REQUIRED = ("hour", "resource_id")

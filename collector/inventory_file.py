@@ -7,18 +7,18 @@ from typing import ClassVar
 
 import polars as pl
 
-from collector.base import Collected, CollectorContext, SourceSettings, register
-from collector.local_files import LocalFileSettings, read_file, resolve
-from collector.parsing import (
+from gpucost.collector.base import Collected, CollectorContext, SourceSettings, register
+from gpucost.collector.local_files import LocalFileSettings, read_file, resolve
+from gpucost.collector.parsing import (
     blank_to_null,
     canonical_tags,
     parse_money,
     parse_timestamp,
     rejects_from,
 )
-from gpucost.contracts import INVENTORY
-from gpucost.errors import CollectorError
-from gpucost.window import Window
+from gpucost.core.contracts import INVENTORY
+from gpucost.core.errors import CollectorError
+from gpucost.core.window import Window
 
 INTEGER_COLUMNS = ("gpu_count", "vcpus", "gpu_mem_bytes")
 REQUIRED = ("resource_id", "provider")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from collector.base import CollectorContext, SourceSettings
-from gpucost.errors import CollectorError
+from gpucost.collector.base import CollectorContext, SourceSettings
+from gpucost.core.errors import CollectorError
 
 
 class LocalFileSettings(SourceSettings):

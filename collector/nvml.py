@@ -31,16 +31,16 @@ from typing import Any, ClassVar, Final
 import polars as pl
 from pydantic import Field
 
-from collector.base import Collected, CollectorContext, SourceSettings, register
-from collector.gpu_rollup import (
+from gpucost.collector.base import Collected, CollectorContext, SourceSettings, register
+from gpucost.collector.gpu_rollup import (
     SampleSpool,
     conform_samples,
     empty_samples,
     mig_slice_uuid,
     rollup_hourly,
 )
-from gpucost.errors import CollectorError, MissingDependencyError
-from gpucost.window import Window
+from gpucost.core.errors import CollectorError, MissingDependencyError
+from gpucost.core.window import Window
 
 logger = logging.getLogger(__name__)
 
@@ -396,7 +396,7 @@ def run_agent(
     Runs for ``duration_s`` seconds (at least one round; ``0`` samples once), or until ``stop``
     is set when ``duration_s`` is None. When it ends, the current, unfinished hour is flushed
     too: its ``seconds_observed`` says how much of it was seen, and a later flush of the same
-    hour must be merged (:func:`collector.gpu_rollup.merge_rollups`), not replace it. Each
+    hour must be merged (:func:`gpucost.collector.gpu_rollup.merge_rollups`), not replace it. Each
     flush's raw samples also go to ``spool`` when one is given. ``wait(seconds)`` pauses between
     rounds and returns True to stop (default: ``stop.wait``; tests pass a fake clock's).
     """

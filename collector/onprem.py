@@ -30,11 +30,11 @@ from typing import Any, ClassVar
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from collector.base import Collected, CollectorContext, SourceSettings, register
-from collector.parsing import tags_to_json
-from gpucost.contracts import BILLING, MONEY_SCALE, UTC_TIME
-from gpucost.errors import CollectorError
-from gpucost.window import Window
+from gpucost.collector.base import Collected, CollectorContext, SourceSettings, register
+from gpucost.collector.parsing import tags_to_json
+from gpucost.core.contracts import BILLING, MONEY_SCALE, UTC_TIME
+from gpucost.core.errors import CollectorError
+from gpucost.core.window import Window
 
 logger = logging.getLogger(__name__)
 

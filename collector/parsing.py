@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 
 import polars as pl
 
-from collector.base import REJECT_SCHEMA
-from gpucost.contracts import MONEY, MONEY_SCALE, UTC_TIME
+from gpucost.collector.base import REJECT_SCHEMA
+from gpucost.core.contracts import MONEY, MONEY_SCALE, UTC_TIME
 
 NULL_SPELLINGS = ("", "NULL", "null", "None")
 """What real exports write for "no value": FOCUS samples write NULL, CUR writes empty fields."""

@@ -2,7 +2,7 @@
 
 Reads dcgm-exporter's series back from Prometheus, Thanos, Mimir, Cortex or VictoriaMetrics
 through ``GET /api/v1/query_range`` (the HTTP API every one of them serves), one PromQL query
-per measure, and rolls the answers up hourly with :func:`collector.gpu_rollup.rollup_hourly`.
+per measure, and rolls the answers up hourly with :func:`.gpu_rollup.rollup_hourly`.
 
 Each default query aggregates over one step (``avg_over_time(X[{step}])``), so the point at
 ``t`` summarises the samples of ``(t - step, t]`` and stands for that interval: a step in which
@@ -25,13 +25,13 @@ import polars as pl
 import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from collector.base import Collected, CollectorContext, SourceSettings, register
-from collector.dcgm_text import gpu_index_of, label_roles
-from collector.gpu_rollup import MIB, conform_samples, mig_slice_uuid, rollup_hourly
-from gpucost.config import SecretRef
-from gpucost.contracts import UTC_TIME
-from gpucost.errors import CollectorError
-from gpucost.window import Window
+from gpucost.collector.base import Collected, CollectorContext, SourceSettings, register
+from gpucost.collector.dcgm_text import gpu_index_of, label_roles
+from gpucost.collector.gpu_rollup import MIB, conform_samples, mig_slice_uuid, rollup_hourly
+from gpucost.core.contracts import UTC_TIME
+from gpucost.core.errors import CollectorError
+from gpucost.core.secrets import SecretRef
+from gpucost.core.window import Window
 
 logger = logging.getLogger(__name__)
 
@@ -427,7 +427,7 @@ class PrometheusGpuMetrics:
 def samples_from_results(results: Sequence[QueryResult], step_s: int) -> tuple[pl.DataFrame, int]:
     """Raw GPU samples from range-query series; returns them and the series left unplaced.
 
-    Labels are normalised as dcgm-exporter pages are (``collector.dcgm_text``): ``UUID`` or
+    Labels are normalised as dcgm-exporter pages are (``gpucost.collector.dcgm_text``): ``UUID`` or
     ``uuid``, ``Hostname`` or ``hostname`` (else the ``instance`` host), ``GPU_I_ID`` making the
     MIG slice's uuid, ``exported_pod`` over ``pod``; on a target where Prometheus renamed
     workload labels, a series without the ``exported_*`` label has no workload. A point at

@@ -7,12 +7,18 @@ from typing import ClassVar
 
 import polars as pl
 
-from collector.base import REJECT_SCHEMA, Collected, CollectorContext, SourceSettings, register
-from collector.local_files import LocalFileSettings, read_file, resolve
-from collector.parsing import blank_to_null, rejects_from
-from gpucost.contracts import HEADCOUNT
-from gpucost.errors import CollectorError
-from gpucost.window import Window
+from gpucost.collector.base import (
+    REJECT_SCHEMA,
+    Collected,
+    CollectorContext,
+    SourceSettings,
+    register,
+)
+from gpucost.collector.local_files import LocalFileSettings, read_file, resolve
+from gpucost.collector.parsing import blank_to_null, rejects_from
+from gpucost.core.contracts import HEADCOUNT
+from gpucost.core.errors import CollectorError
+from gpucost.core.window import Window
 
 ROSTER_COLUMNS = ("person_id", "project", "fraction", "start", "end", "cost_center")
 REQUIRED = ("person_id", "project", "fraction", "start")

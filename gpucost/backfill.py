@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Literal
 
-from gpucost.errors import GpucostError
-from gpucost.lake import Lake
+from gpucost.core.errors import GpucostError
+from gpucost.core.lake import Lake
+from gpucost.core.window import Window
 from gpucost.nightly import NIGHTLY_STAGES, NightlyResult, NightlyStage, run_nightly
 from gpucost.pipeline import Runtime
-from gpucost.window import Window
 
 logger = logging.getLogger(__name__)
 

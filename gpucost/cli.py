@@ -25,16 +25,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-import collector
+import gpucost.collector
 from gpucost.config import GpucostConfig, load_config, permission_warnings
-from gpucost.contracts import ALLOCATION, FINDINGS
-from gpucost.errors import ConfigError, GpucostError
+from gpucost.core.contracts import ALLOCATION, FINDINGS
+from gpucost.core.errors import ConfigError, GpucostError
+from gpucost.core.manifest import RunManifest
+from gpucost.core.window import Window
 from gpucost.lock import RunLock, lock_path
 from gpucost.logs import setup_logging
-from gpucost.manifest import RunManifest
 from gpucost.nightly import NightlyResult, run_nightly
 from gpucost.pipeline import Runtime, collect, land_gpu_usage, nightly_window
-from gpucost.window import Window
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_CONFIG = 0, 1, 2
 
@@ -70,7 +70,7 @@ LogLevelArg = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARN
 
 def _load(config_path: Path, log_format: LogFormatOption, log_level: str) -> GpucostConfig:
     setup_logging(log_format.value, log_level)
-    collector.load_all()
+    gpucost.collector.load_all()
     try:
         settings = load_config(config_path)
     except ConfigError as error:
@@ -478,7 +478,7 @@ def export_command(
     log_level: LogLevelArg = "INFO",
 ) -> None:
     """Write a month's chargeback exports (CSV, Parquet, manifest) under out_dir/exports."""
-    from reports.exports import build_exports, month_bounds, write_exports
+    from gpucost.reports.exports import build_exports, month_bounds, write_exports
 
     settings = _load(config, log_format, log_level)
     try:
@@ -513,8 +513,8 @@ def digest_command(
     log_level: LogLevelArg = "INFO",
 ) -> None:
     """Send (or print) the Slack digest of a day, from the lake."""
-    from reports.digest import build_digest, payloads_json
-    from reports.slack import send_digest
+    from gpucost.reports.digest import build_digest, payloads_json
+    from gpucost.reports.slack import send_digest
 
     settings = _load(config, log_format, log_level)
     last = _parse_day(day, "--date") or nightly_window(settings).end - timedelta(days=1)
@@ -564,7 +564,12 @@ def agent_command(
     log_level: LogLevelArg = "INFO",
 ) -> None:
     """Sample this host's GPUs through NVML and land hourly gpu_usage rows (SIGTERM stops)."""
-    from collector.nvml import NvmlSettings, run_agent, sampler_from_settings, spool_from_settings
+    from gpucost.collector.nvml import (
+        NvmlSettings,
+        run_agent,
+        sampler_from_settings,
+        spool_from_settings,
+    )
 
     settings = _load(config, log_format, log_level)
     found = [

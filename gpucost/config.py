@@ -24,14 +24,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SecretStr,
     SerializeAsAny,
     ValidationError,
     model_validator,
 )
 
-from collector.base import SourceSettings, get_spec
-from gpucost.errors import ConfigError
+from gpucost.collector.base import SourceSettings, get_spec
+from gpucost.core.errors import ConfigError
+from gpucost.core.secrets import SecretRef
 
 logger = logging.getLogger(__name__)
 
@@ -42,32 +42,6 @@ class StrictModel(BaseModel):
     """Base of every config section: unknown keys are errors, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SecretRef(StrictModel):
-    """Where a secret lives: an environment variable or a file (Kubernetes/systemd secrets)."""
-
-    env: str | None = None
-    file: str | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> SecretRef:
-        if (self.env is None) == (self.file is None):
-            raise ValueError("a secret needs exactly one of `env` or `file`")
-        return self
-
-    def resolve(self, environ: Mapping[str, str] | None = None) -> SecretStr:
-        """Read the secret now; a missing variable or file is a ConfigError naming it."""
-        environ = os.environ if environ is None else environ
-        if self.env is not None:
-            if not environ.get(self.env):
-                raise ConfigError(f"secret environment variable {self.env} is not set")
-            return SecretStr(environ[self.env])
-        assert self.file is not None
-        try:
-            return SecretStr(Path(self.file).read_text(encoding="utf-8").strip())
-        except OSError as error:
-            raise ConfigError(f"secret file {self.file} cannot be read: {error.strerror}") from None
 
 
 class StoreSettings(StrictModel):
@@ -216,7 +190,7 @@ class ReportsSettings(StrictModel):
 
     @model_validator(mode="after")
     def _known_thresholds(self) -> ReportsSettings:
-        from reports.findings import FindingThresholds
+        from gpucost.reports.findings import FindingThresholds
 
         FindingThresholds.from_mapping(self.thresholds)  # ValueError names an unknown key
         return self

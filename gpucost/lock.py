@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any
 
 from gpucost.config import GpucostConfig
-from gpucost.errors import GpucostError
+from gpucost.core.errors import GpucostError
 
 
 class LockHeldError(GpucostError):

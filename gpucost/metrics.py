@@ -41,12 +41,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from gpucost.contracts import ALLOCATION, FINDINGS
-from gpucost.errors import GpucostError
-from gpucost.lake import Lake
-from gpucost.manifest import RunManifest, SourceRun
+from gpucost.core.contracts import ALLOCATION, FINDINGS
+from gpucost.core.errors import GpucostError
+from gpucost.core.lake import Lake
+from gpucost.core.manifest import RunManifest, SourceRun
+from gpucost.core.window import Window
 from gpucost.pipeline import Runtime, summarise_costs
-from gpucost.window import Window
 
 logger = logging.getLogger(__name__)
 
@@ -397,7 +397,7 @@ def _version() -> str:
 
 def manifest_from_dict(document: dict[str, Any]) -> RunManifest:
     """A :class:`RunManifest` back from its JSON form (sources only; stages as recorded)."""
-    from gpucost.manifest import StageRun
+    from gpucost.core.manifest import StageRun
 
     return RunManifest(
         run_id=document["run_id"],

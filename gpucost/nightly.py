@@ -27,8 +27,8 @@ from datetime import date, timedelta
 
 import polars as pl
 
-from allocator.summary import summarise
-from gpucost.contracts import (
+from gpucost.allocator.summary import summarise
+from gpucost.core.contracts import (
     ALLOCATION,
     BILLING,
     FINDINGS,
@@ -36,15 +36,15 @@ from gpucost.contracts import (
     HOST_METRICS,
     INVENTORY,
 )
-from gpucost.errors import ConfigError, GpucostError
-from gpucost.manifest import RunManifest, StageRun
+from gpucost.core.errors import ConfigError, GpucostError
+from gpucost.core.manifest import RunManifest, StageRun
+from gpucost.core.window import Window
 from gpucost.pipeline import Runtime, collect, run_allocation, summarise_costs, write_summary
-from gpucost.window import Window
-from reports.digest import build_digest, payloads_json
-from reports.exports import build_exports, write_exports
-from reports.findings import FindingThresholds, FleetData, find_all
-from reports.html_report import render_html_report, write_html_report
-from reports.slack import send_digest
+from gpucost.reports.digest import build_digest, payloads_json
+from gpucost.reports.exports import build_exports, write_exports
+from gpucost.reports.findings import FindingThresholds, FleetData, find_all
+from gpucost.reports.html_report import render_html_report, write_html_report
+from gpucost.reports.slack import send_digest
 
 logger = logging.getLogger(__name__)
 

@@ -15,15 +15,15 @@ from typing import Any
 
 import polars as pl
 
-import collector
-from allocator.allocate import SOURCE as ALLOCATOR_SOURCE
-from allocator.allocate import AllocationResult, allocate, gpu_resources
-from allocator.days import separable_runs
-from allocator.policy import AllocationPolicy
-from allocator.projects import ProjectRule, cost_by_project
-from collector.base import CollectorContext, SourceSettings, get_spec
+import gpucost.collector
+from gpucost.allocator.allocate import SOURCE as ALLOCATOR_SOURCE
+from gpucost.allocator.allocate import AllocationResult, allocate, gpu_resources
+from gpucost.allocator.days import separable_runs
+from gpucost.allocator.policy import AllocationPolicy
+from gpucost.allocator.projects import ProjectRule, cost_by_project
+from gpucost.collector.base import CollectorContext, SourceSettings, get_spec
 from gpucost.config import GpucostConfig
-from gpucost.contracts import (
+from gpucost.core.contracts import (
     ALLOCATION,
     BILLING,
     GPU_USAGE,
@@ -31,11 +31,11 @@ from gpucost.contracts import (
     INVENTORY,
     contract_for,
 )
-from gpucost.errors import ConfigError, ContractError, GpucostError
-from gpucost.lake import Lake, day_of, part_as_dict
-from gpucost.manifest import RunManifest, SourceRun, new_run_id
-from gpucost.storage import open_storage
-from gpucost.window import Window
+from gpucost.core.errors import ConfigError, ContractError, GpucostError
+from gpucost.core.lake import Lake, day_of, part_as_dict
+from gpucost.core.manifest import RunManifest, SourceRun, new_run_id
+from gpucost.core.storage import open_storage
+from gpucost.core.window import Window
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Runtime:
         cls, config: GpucostConfig, *, boto3_session_factory: Callable[[], Any] | None = None
     ) -> Runtime:
         """Open the lake and outputs the config names."""
-        collector.load_all()
+        gpucost.collector.load_all()
         options = config.storage_options()
         s3_client = None
         if boto3_session_factory is not None and (
@@ -178,7 +178,7 @@ def land_gpu_usage(runtime: Runtime, source: str, rows: pl.DataFrame) -> None:
     An agent lands partial hours as it goes; each day's existing rows of the source are read
     back and merged (seconds add, maxima take the max), so restarts never double-count.
     """
-    from collector.gpu_rollup import merge_rollups
+    from gpucost.collector.gpu_rollup import merge_rollups
 
     days = rows.with_columns(pl.col("hour").dt.date().alias("__day")).partition_by(
         "__day", as_dict=True, include_key=False
@@ -235,9 +235,9 @@ def run_allocation(runtime: Runtime, window: Window) -> AllocationResult:
 
     The allocation replaces the window's days of the ``allocator`` source, so a re-run after a
     late bill or a changed rule rewrites exactly those days. It runs one day at a time (one
-    :func:`~allocator.allocate.allocate` call over that day's partitions), or a few days
+    :func:`~gpucost.allocator.allocate.allocate` call over that day's partitions), or a few days
     together where a charge's period or a resource's refund ties them
-    (:func:`~allocator.days.separable_runs`): the rows are those of one call over the
+    (:func:`~gpucost.allocator.days.separable_runs`): the rows are those of one call over the
     window, with one day of ``gpu_usage`` in memory at a time.
     """
     lake = runtime.lake

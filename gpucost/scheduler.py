@@ -51,7 +51,7 @@ from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped
 from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
 
 from gpucost.config import GpucostConfig, load_config
-from gpucost.errors import ConfigError
+from gpucost.core.errors import ConfigError
 from gpucost.httpd import EndpointServer
 from gpucost.lock import LockHeldError, RunLock, lock_path
 from gpucost.metrics import ServeMetrics, business_figures

@@ -88,7 +88,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from gpucost.contracts import GPU_USAGE, HOST_METRICS, MONEY_SCALE
+from gpucost.core.contracts import GPU_USAGE, HOST_METRICS, MONEY_SCALE
 
 __all__ = ["MIN_GPUS", "SynthSummary", "generate"]
 

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import polars as pl
 
-from gpucost.contracts import MONEY_SCALE
+from gpucost.core.contracts import MONEY_SCALE
 
 Frame = pl.DataFrame | pl.LazyFrame
 """Report functions accept eager or lazy frames (the shell hands in ``Lake.scan`` results)."""

@@ -24,7 +24,7 @@ from typing import Final
 
 import polars as pl
 
-from reports._common import Frame, divide_money, eager
+from gpucost.reports._common import Frame, divide_money, eager
 
 MIB: Final = 1 << 20
 GIB: Final = 1 << 30

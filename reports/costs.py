@@ -18,8 +18,8 @@ from datetime import datetime
 
 import polars as pl
 
-from gpucost.contracts import MONEY
-from reports._common import Frame, eager, tag_value
+from gpucost.core.contracts import MONEY
+from gpucost.reports._common import Frame, eager, tag_value
 
 
 def hourly_costs(billing: Frame, *, start: datetime, end: datetime) -> pl.DataFrame:

@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import polars as pl
 
-from reports._common import Frame, display_money, eager
+from gpucost.reports._common import Frame, display_money, eager
 
 MAX_BLOCKS_PER_MESSAGE: Final = 50
 """Slack: "You can include up to 50 blocks in each message" (Block Kit reference)."""

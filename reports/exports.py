@@ -30,8 +30,8 @@ from typing import Any, Final, Literal
 
 import polars as pl
 
-from gpucost.contracts import ALLOCATION, MONEY
-from reports._common import Frame, eager, money_text
+from gpucost.core.contracts import ALLOCATION, MONEY
+from gpucost.reports._common import Frame, eager, money_text
 
 PutAtomic = Callable[[str, bytes], None]
 """``put_atomic(relative_path, data)``: replace one object whole or not at all."""
@@ -183,7 +183,7 @@ def chargeback(allocation: Frame, granularity: Granularity) -> pl.DataFrame:
 
 
 def unit_cost_rows(unit_costs: pl.DataFrame) -> pl.DataFrame:
-    """``reports.unit_economics`` output in :data:`UNIT_COST_COLUMNS` order and names."""
+    """``gpucost.reports.unit_economics`` output in :data:`UNIT_COST_COLUMNS` order and names."""
     day_start = pl.col("day").cast(UTC_TIME)
     shaped = unit_costs.select(
         day_start.alias("ChargePeriodStart"),

@@ -1,7 +1,7 @@
 """Findings: idle GPU servers, model servers on the wrong hardware, oversized GPUs.
 
 Every function here is pure: frames in (``gpu_usage``, ``inventory``, ``billing``,
-``host_metrics`` for a window), a ``findings`` frame out (see ``gpucost.contracts.FINDINGS``).
+``host_metrics`` for a window), a ``findings`` frame out (see ``gpucost.core.contracts.FINDINGS``).
 Each finding names the machine, its owner (the host's ``project`` tag), the evidence (canonical
 JSON) and the money: ``est_monthly_waste`` is a ``Decimal(38, 18)`` projected onto a 730-hour
 month (``HOURS_PER_MONTH``). The rules and their thresholds are documented in
@@ -25,8 +25,8 @@ from typing import Any, Final
 
 import polars as pl
 
-from gpucost.contracts import FINDINGS
-from reports._common import (
+from gpucost.core.contracts import FINDINGS
+from gpucost.reports._common import (
     HOURS_PER_MONTH,
     SOURCE,
     Frame,
@@ -38,8 +38,8 @@ from reports._common import (
     monthly,
     to_money,
 )
-from reports.catalog import GIB, MIB, GpuOffer, build_catalog, cheapest
-from reports.costs import cost_of_hours, hourly_costs, latest_hosts
+from gpucost.reports.catalog import GIB, MIB, GpuOffer, build_catalog, cheapest
+from gpucost.reports.costs import cost_of_hours, hourly_costs, latest_hosts
 
 IDLE_GPU_SERVER: Final = "idle_gpu_server"
 CPU_MISPLACED_MODEL_SERVER: Final = "cpu_misplaced_model_server"
@@ -302,7 +302,7 @@ def find_all(
 ) -> pl.DataFrame:
     """Every rule over the window, one GPU finding per host (see :data:`PRECEDENCE`).
 
-    ``catalog`` defaults to :func:`reports.catalog.build_catalog` over the inventory.
+    ``catalog`` defaults to :func:`gpucost.reports.catalog.build_catalog` over the inventory.
     """
     context = _prepare(data, thresholds or FindingThresholds(), catalog)
     frames = {

@@ -26,8 +26,8 @@ from typing import Any, Final
 
 import polars as pl
 
-from reports._common import Frame, display_money, eager
-from reports.digest import KIND_TITLES, data_gaps
+from gpucost.reports._common import Frame, display_money, eager
+from gpucost.reports.digest import KIND_TITLES, data_gaps
 
 PALETTE: Final = (
     "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",

@@ -3,7 +3,7 @@
 The request counts come from a ``requests`` frame (a Prometheus counter such as
 ``sum by (instance) (increase(http_requests_total{job="model-api"}[1d]))``, which the prometheus
 collector will land later): one row per day and host or resource with the day's request count.
-The day's cost of the server is priced like the findings price hours (``reports.costs``): its
+The day's cost of the server is priced like the findings price hours (``.costs``): its
 billed EffectiveCost, else its list price, hour by hour over the 24 hours of the day.
 """
 
@@ -15,9 +15,9 @@ from typing import Any, Final
 
 import polars as pl
 
-from gpucost.contracts import MONEY
-from reports._common import Frame, divide_money, eager
-from reports.costs import cost_of_hours, hourly_costs, latest_hosts
+from gpucost.core.contracts import MONEY
+from gpucost.reports._common import Frame, divide_money, eager
+from gpucost.reports.costs import cost_of_hours, hourly_costs, latest_hosts
 
 REQUESTS_SCHEMA: Final = pl.Schema(
     {

@@ -17,9 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from gpucost.cli import app
-from gpucost.contracts import BILLING
-from gpucost.lake import Lake
-from gpucost.storage import LocalStorage
+from gpucost.core.contracts import BILLING
+from gpucost.core.lake import Lake
+from gpucost.core.storage import LocalStorage
 from tests.fakes.stalled_writer import kill_mid_write
 
 SAMPLE = Path(__file__).parent / "data" / "focus" / "focus_1.0_sample_1000.csv"

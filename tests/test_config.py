@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-import collector
+import gpucost.collector
 from gpucost.config import SecretRef, StrictModel, load_config, validate_config
-from gpucost.errors import ConfigError
+from gpucost.core.errors import ConfigError
 
-collector.load_all()
+gpucost.collector.load_all()
 
 SAMPLE = Path(__file__).parent / "data" / "focus" / "focus_1.0_sample_1000.csv"
 

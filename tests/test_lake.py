@@ -11,11 +11,11 @@ from typing import Any
 import polars as pl
 import pytest
 
-from gpucost.contracts import BILLING, GPU_USAGE, MONEY
-from gpucost.errors import ContractError, LakeError
-from gpucost.lake import Lake
-from gpucost.storage import LocalStorage, S3Storage, open_storage
-from gpucost.window import Window
+from gpucost.core.contracts import BILLING, GPU_USAGE, MONEY
+from gpucost.core.errors import ContractError, LakeError
+from gpucost.core.lake import Lake
+from gpucost.core.storage import LocalStorage, S3Storage, open_storage
+from gpucost.core.window import Window
 
 INGESTED = datetime(2026, 11, 26, tzinfo=UTC)
 

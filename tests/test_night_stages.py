@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from gpucost.cli import app
-from gpucost.contracts import ALLOCATION, BILLING, FINDINGS, GPU_USAGE
-from gpucost.lake import Lake
-from gpucost.storage import LocalStorage
+from gpucost.core.contracts import ALLOCATION, BILLING, FINDINGS, GPU_USAGE
+from gpucost.core.lake import Lake
+from gpucost.core.storage import LocalStorage
 from gpucost.synth import generate
 from tests.fakes.stalled_writer import kill_mid_write
 
@@ -209,7 +209,7 @@ def test_the_whole_night_on_an_s3_lake(
         "aws_allow_http": "true",
         "aws_region": "us-east-1",
     }
-    from gpucost.storage import S3Storage
+    from gpucost.core.storage import S3Storage
 
     lake = Lake(S3Storage(f"s3://{s3_bucket}/lake", client), options)
     assert lake.read(ALLOCATION)["amount"].sum() == lake.read(BILLING)["EffectiveCost"].sum()

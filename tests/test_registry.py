@@ -1,19 +1,18 @@
-"""Meta-tests over the collector registry and the package boundaries of DESIGN.md."""
+"""Meta-tests over the collector registry (the layers are in test_architecture.py)."""
 
 from __future__ import annotations
 
-import ast
 import re
 import tomllib
 from pathlib import Path
 
 import pytest
 
-import collector
-from collector.base import register, registry
-from gpucost.contracts import CONTRACTS
+import gpucost.collector
+from gpucost.collector.base import register, registry
+from gpucost.core.contracts import CONTRACTS
 
-collector.load_all()
+gpucost.collector.load_all()
 REPO = Path(__file__).parent.parent
 KINDS = sorted(registry())
 
@@ -58,22 +57,3 @@ def test_register_refuses_bad_plugins() -> None:
         register("Not_Kebab")
     with pytest.raises(TypeError, match="must declare Settings"):
         register("no-settings")(type("NoSettings", (), {"output_tables": ("billing",)}))
-
-
-def imported_top_packages(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), str(path))
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return names
-
-
-@pytest.mark.parametrize("package", ["collector", "allocator", "reports"])
-def test_stages_never_import_each_other(package: str) -> None:
-    others = {"collector", "allocator", "reports"} - {package}
-    for path in (REPO / package).rglob("*.py"):
-        crossing = imported_top_packages(path) & others
-        assert not crossing, f"{path.relative_to(REPO)} imports {crossing}"

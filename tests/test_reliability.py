@@ -22,12 +22,13 @@ import pytest
 from apscheduler.schedulers.base import BaseScheduler
 from typer.testing import CliRunner
 
-import collector
+import gpucost.collector
 from gpucost.backfill import completed_days
 from gpucost.cli import app
 from gpucost.config import load_config
-from gpucost.contracts import BILLING
-from gpucost.lake import Lake
+from gpucost.core.contracts import BILLING
+from gpucost.core.lake import Lake
+from gpucost.core.storage import LocalStorage
 from gpucost.lock import RunLock, lock_path
 from gpucost.metrics import ServeMetrics
 from gpucost.scheduler import (
@@ -37,10 +38,9 @@ from gpucost.scheduler import (
     reconcile,
     scheduler_options,
 )
-from gpucost.storage import LocalStorage
 from tests.fakes.stalled_writer import kill_mid_write
 
-collector.load_all()
+gpucost.collector.load_all()
 
 TESTS = Path(__file__).parent
 SAMPLE = TESTS / "data" / "focus" / "focus_1.0_sample_1000.csv"

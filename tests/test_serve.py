@@ -31,11 +31,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-import collector
+import gpucost.collector
 from gpucost.cli import app
 from gpucost.config import load_config
-from gpucost.contracts import ALLOCATION, FINDINGS
-from gpucost.errors import ConfigError
+from gpucost.core.contracts import ALLOCATION, FINDINGS
+from gpucost.core.errors import ConfigError
+from gpucost.core.window import Window
 from gpucost.httpd import EndpointServer
 from gpucost.metrics import ServeMetrics, business_figures, business_windows
 from gpucost.nightly import run_nightly
@@ -49,9 +50,8 @@ from gpucost.scheduler import (
     scheduler_options,
     serve,
 )
-from gpucost.window import Window
 
-collector.load_all()
+gpucost.collector.load_all()
 
 TESTS = Path(__file__).parent
 SAMPLE = TESTS / "data" / "focus" / "focus_1.0_sample_1000.csv"
@@ -243,7 +243,7 @@ def test_serve_runs_two_jobs_survives_a_restart_and_stops_cleanly(tmp_path: Path
 
 SLOW_WRITER = """
 import os, sys, time
-from gpucost import storage
+from gpucost.core import storage
 
 original = storage.LocalStorage.put_atomic
 READY = os.environ["GPUCOST_TEST_READY"]

@@ -14,8 +14,8 @@ from typing import Any
 import polars as pl
 import pytest
 
-from collector.focus_files import read_focus_file
-from gpucost.contracts import GPU_USAGE, HOST_METRICS
+from gpucost.collector.focus_files import read_focus_file
+from gpucost.core.contracts import GPU_USAGE, HOST_METRICS
 from gpucost.synth import FOCUS_HEADER, MIN_GPUS, SynthSummary, generate
 
 FOCUS_SAMPLE = (

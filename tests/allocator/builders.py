@@ -10,7 +10,7 @@ from typing import Any
 
 import polars as pl
 
-from gpucost.contracts import BILLING, GPU_USAGE, HEADCOUNT, INVENTORY
+from gpucost.core.contracts import BILLING, GPU_USAGE, HEADCOUNT, INVENTORY
 
 T0 = datetime(2024, 9, 24, tzinfo=UTC)
 DAY0 = T0.date()

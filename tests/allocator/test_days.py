@@ -10,15 +10,15 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from allocator.allocate import AllocationResult, allocate, gpu_resources
-from allocator.days import _runs, separable_runs
-from allocator.policy import AllocationPolicy
-from allocator.projects import ProjectRule
-from collector.focus_files import read_focus_file
-from collector.inventory_file import read_inventory
-from collector.roster import read_roster
+from gpucost.allocator.allocate import AllocationResult, allocate, gpu_resources
+from gpucost.allocator.days import _runs, separable_runs
+from gpucost.allocator.policy import AllocationPolicy
+from gpucost.allocator.projects import ProjectRule
+from gpucost.collector.focus_files import read_focus_file
+from gpucost.collector.inventory_file import read_inventory
+from gpucost.collector.roster import read_roster
+from gpucost.core.window import Window
 from gpucost.synth import generate
-from gpucost.window import Window
 
 INGESTED_AT = datetime(2024, 10, 2, tzinfo=UTC)
 START = date(2024, 9, 24)

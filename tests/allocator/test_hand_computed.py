@@ -8,11 +8,11 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from allocator.allocate import AllocationResult, allocate
-from allocator.policy import AllocationPolicy
-from allocator.projects import ProjectRule
-from allocator.summary import summarise
-from gpucost.contracts import ALLOCATION
+from gpucost.allocator.allocate import AllocationResult, allocate
+from gpucost.allocator.policy import AllocationPolicy
+from gpucost.allocator.projects import ProjectRule
+from gpucost.allocator.summary import summarise
+from gpucost.core.contracts import ALLOCATION
 from tests.allocator.builders import (
     billing,
     charge,

@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from allocator.allocate import AllocationResult, allocate
-from allocator.exact import split_exact, to_units
-from allocator.policy import AllocationPolicy
-from allocator.projects import ProjectRule
+from gpucost.allocator.allocate import AllocationResult, allocate
+from gpucost.allocator.exact import split_exact, to_units
+from gpucost.allocator.policy import AllocationPolicy
+from gpucost.allocator.projects import ProjectRule
 from tests.allocator.builders import billing, charge, headcount, host, inventory, usage, usage_row
 
 PROJECTS = ("alpha", "beta", "gamma")

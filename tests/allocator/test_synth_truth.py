@@ -12,16 +12,16 @@ from typing import Any
 import polars as pl
 import pytest
 
-from allocator.allocate import AllocationResult, allocate
-from allocator.matching import UNALLOCATED_CODE, billing_match_code, targets
-from allocator.policy import AllocationPolicy
-from allocator.projects import ProjectRule, resolve_billing_projects
-from collector.focus_files import read_focus_file
-from collector.inventory_file import read_inventory
-from collector.roster import read_roster
-from gpucost.contracts import ALLOCATION
+from gpucost.allocator.allocate import AllocationResult, allocate
+from gpucost.allocator.matching import UNALLOCATED_CODE, billing_match_code, targets
+from gpucost.allocator.policy import AllocationPolicy
+from gpucost.allocator.projects import ProjectRule, resolve_billing_projects
+from gpucost.collector.focus_files import read_focus_file
+from gpucost.collector.inventory_file import read_inventory
+from gpucost.collector.roster import read_roster
+from gpucost.core.contracts import ALLOCATION
+from gpucost.core.window import Window
 from gpucost.synth import generate
-from gpucost.window import Window
 
 INGESTED_AT = datetime(2024, 10, 2, tzinfo=UTC)
 RELATIVE_TOLERANCE = 0.001

@@ -9,9 +9,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from collector.aws_athena import AwsAthena, AwsAthenaSettings, build_query, estimated_cost_usd
-from gpucost.errors import CollectorError
-from gpucost.window import Window
+from gpucost.collector.aws_athena import (
+    AwsAthena,
+    AwsAthenaSettings,
+    build_query,
+    estimated_cost_usd,
+)
+from gpucost.core.errors import CollectorError
+from gpucost.core.window import Window
 
 try:  # pytest --import-mode=importlib with pythonpath "." (pyproject)
     from tests.collector.test_aws_support import aws_context, fault_proxy, moto_api

@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-import collector
-from collector.aws_cost_explorer import AwsCostExplorer, CostExplorerSettings
+import gpucost.collector
+from gpucost.collector.aws_cost_explorer import AwsCostExplorer, CostExplorerSettings
 from gpucost.config import validate_config
-from gpucost.contracts import BILLING
-from gpucost.errors import CollectorError
-from gpucost.lake import Lake
+from gpucost.core.contracts import BILLING
+from gpucost.core.errors import CollectorError
+from gpucost.core.lake import Lake
+from gpucost.core.storage import LocalStorage
+from gpucost.core.window import Window
 from gpucost.pipeline import Runtime, collect
-from gpucost.storage import LocalStorage
-from gpucost.window import Window
 
 try:  # pytest --import-mode=importlib with pythonpath "." (pyproject)
     from tests.collector.test_aws_support import (
@@ -180,7 +180,7 @@ def test_a_throttled_call_is_retried_then_succeeds(moto_endpoint: str, code: str
 def test_endless_throttling_fails_the_source_visibly_and_others_still_land(
     moto_endpoint: str, tmp_path: Path
 ) -> None:
-    collector.load_all()
+    gpucost.collector.load_all()
     config = validate_config(
         {
             "store": {"data_dir": str(tmp_path / "lake"), "out_dir": str(tmp_path / "out")},

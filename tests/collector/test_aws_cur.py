@@ -20,16 +20,16 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-import collector
-from collector.aws_cur import AwsCur, read_cur_frame
+import gpucost.collector
 from gpucost.cli import app
+from gpucost.collector.aws_cur import AwsCur, read_cur_frame
 from gpucost.config import validate_config
-from gpucost.contracts import BILLING
-from gpucost.errors import CollectorError
-from gpucost.lake import Lake
+from gpucost.core.contracts import BILLING
+from gpucost.core.errors import CollectorError
+from gpucost.core.lake import Lake
+from gpucost.core.storage import LocalStorage
+from gpucost.core.window import Window
 from gpucost.pipeline import Runtime, collect
-from gpucost.storage import LocalStorage
-from gpucost.window import Window
 
 try:  # pytest --import-mode=importlib with pythonpath "." (pyproject)
     from tests.collector.test_aws_support import (
@@ -400,7 +400,7 @@ def test_bad_rows_are_quarantined_and_good_rows_land(tmp_path: Path) -> None:
     rows[19]["lineItem/UsageStartDate"] = "yesterday"
     path = tmp_path / "cur.csv.gz"
     path.write_bytes(gzip.compress(csv_bytes(header, rows)))
-    collector.load_all()
+    gpucost.collector.load_all()
     config = validate_config(
         {
             "store": {"data_dir": str(tmp_path / "lake"), "out_dir": str(tmp_path / "out")},

@@ -10,14 +10,14 @@ from typing import Any
 import boto3
 import pytest
 
-import collector
-from collector.aws_ec2 import AwsEc2, AwsEc2Settings, instance_type_info
+import gpucost.collector
+from gpucost.collector.aws_ec2 import AwsEc2, AwsEc2Settings, instance_type_info
 from gpucost.config import validate_config
-from gpucost.contracts import HOST_METRICS, INVENTORY
-from gpucost.lake import Lake
+from gpucost.core.contracts import HOST_METRICS, INVENTORY
+from gpucost.core.lake import Lake
+from gpucost.core.storage import LocalStorage
+from gpucost.core.window import Window
 from gpucost.pipeline import Runtime, collect
-from gpucost.storage import LocalStorage
-from gpucost.window import Window
 
 try:  # pytest --import-mode=importlib with pythonpath "." (pyproject)
     from tests.collector.test_aws_support import aws_context, session_factory
@@ -79,7 +79,7 @@ def test_p5_is_8_h100_and_model_servers_get_hourly_cpu(moto_endpoint: str, tmp_p
     now = datetime.now(UTC)
     hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
     put_cpu(client("cloudwatch", moto_endpoint, REGION), p5, hour, [10.0, 20.0, 30.0])
-    collector.load_all()
+    gpucost.collector.load_all()
     config = validate_config(
         {
             "store": {

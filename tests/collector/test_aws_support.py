@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import boto3
 
-from collector.base import CollectorContext
+from gpucost.collector.base import CollectorContext
 
 DATA = Path(__file__).parent.parent / "data" / "aws"
 LEGACY_CUR = DATA / "aws_cur_legacy_anonymized_sample_1281rows.csv"

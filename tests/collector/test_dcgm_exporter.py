@@ -1,4 +1,4 @@
-"""Tests for collector.dcgm_exporter: real recorded pages served on loopback, faults, synth fleet.
+"""Tests for dcgm_exporter: real recorded pages served on loopback, faults, synth fleet.
 
 The scraper talks HTTP to a real server on port 0 (tests/fakes/prometheus_server.py) serving
 the dcgm-exporter scrapes of tests/data/dcgm/; the recorded-file path is checked end to end
@@ -19,8 +19,9 @@ import pytest
 from polars.testing import assert_series_equal
 from typer.testing import CliRunner
 
-from collector.base import CollectorContext
-from collector.dcgm_exporter import (
+from gpucost.cli import app
+from gpucost.collector.base import CollectorContext
+from gpucost.collector.dcgm_exporter import (
     DcgmExporter,
     DcgmExporterSettings,
     Page,
@@ -29,14 +30,13 @@ from collector.dcgm_exporter import (
     parse_pages,
     read_file_sd,
 )
-from collector.gpu_rollup import SampleSpool
-from gpucost.cli import app
-from gpucost.contracts import GPU_USAGE
-from gpucost.errors import CollectorError
-from gpucost.lake import Lake
-from gpucost.storage import LocalStorage
+from gpucost.collector.gpu_rollup import SampleSpool
+from gpucost.core.contracts import GPU_USAGE
+from gpucost.core.errors import CollectorError
+from gpucost.core.lake import Lake
+from gpucost.core.storage import LocalStorage
+from gpucost.core.window import Window
 from gpucost.synth import generate
-from gpucost.window import Window
 from tests.fakes.prometheus_server import ExporterServer, closed_url
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "dcgm"

@@ -1,4 +1,4 @@
-"""Tests for collector.dcgm_text: real dcgm-exporter scrapes, label normalisation, bad lines.
+"""Tests for collector/dcgm_text.py: real dcgm-exporter scrapes, label normalisation, bad lines.
 
 Values are checked against prometheus_client's own parser (the reference implementation of
 the text format in Python) on every recorded scrape.
@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.base import REJECT_SCHEMA
-from collector.dcgm_text import (
+from gpucost.collector.base import REJECT_SCHEMA
+from gpucost.collector.dcgm_text import (
     DCGM_FP64_BLANK,
     DCGM_INT32_BLANK,
     DCGM_INT64_BLANK,

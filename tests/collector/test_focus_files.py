@@ -15,10 +15,10 @@ from typing import Any
 import polars as pl
 import pytest
 
-from collector.focus_files import FocusFiles, read_focus_file
-from gpucost.contracts import BILLING
-from gpucost.errors import CollectorError
-from gpucost.window import Window
+from gpucost.collector.focus_files import FocusFiles, read_focus_file
+from gpucost.core.contracts import BILLING
+from gpucost.core.errors import CollectorError
+from gpucost.core.window import Window
 
 DATA = Path(__file__).parent.parent / "data" / "focus"
 SAMPLE = DATA / "focus_1.0_sample_1000.csv"

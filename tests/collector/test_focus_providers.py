@@ -17,9 +17,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from collector.focus_files import FocusFiles
-from gpucost.contracts import BILLING
-from gpucost.window import Window
+from gpucost.collector.focus_files import FocusFiles
+from gpucost.core.contracts import BILLING
+from gpucost.core.window import Window
 
 SAMPLE = Path(__file__).parents[1] / "data" / "focus" / "focus_1.0_sample_1000.csv"
 SEPTEMBER = Window(date(2024, 9, 1), date(2024, 10, 1))

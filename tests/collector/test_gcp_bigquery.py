@@ -23,19 +23,19 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
-from collector.base import CollectorContext, get_spec
-from collector.gcp_bigquery import (
+from gpucost.collector.base import CollectorContext, get_spec
+from gpucost.collector.gcp_bigquery import (
     CHARGE_CATEGORIES,
     GcpBigQuery,
     GcpBigQuerySettings,
     TableShape,
     plan_query,
 )
-from collector.gcp_common import frame_from_arrow, gpu_sku
+from gpucost.collector.gcp_common import frame_from_arrow, gpu_sku
 from gpucost.config import validate_config
-from gpucost.contracts import BILLING
-from gpucost.errors import CollectorError
-from gpucost.window import Window
+from gpucost.core.contracts import BILLING
+from gpucost.core.errors import CollectorError
+from gpucost.core.window import Window
 from tests.fakes.gcp_bigquery import FakeBigQuery, billing_export_schema, field_
 
 DATA = Path(__file__).parents[1] / "data" / "gcp"

@@ -21,13 +21,13 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import billing_v1
 
-from collector.base import CollectorContext, get_spec
-from collector.gcp_catalog import GcpCatalog, GcpCatalogSettings
-from collector.gcp_common import money_to_decimal
+from gpucost.collector.base import CollectorContext, get_spec
+from gpucost.collector.gcp_catalog import GcpCatalog, GcpCatalogSettings
+from gpucost.collector.gcp_common import money_to_decimal
 from gpucost.config import validate_config
-from gpucost.contracts import PRICES
-from gpucost.errors import CollectorError
-from gpucost.window import Window
+from gpucost.core.contracts import PRICES
+from gpucost.core.errors import CollectorError
+from gpucost.core.window import Window
 from tests.fakes.gcp_catalog import FakeCatalog
 
 DATA = Path(__file__).parents[1] / "data" / "gcp"

@@ -1,4 +1,4 @@
-"""Tests for collector.gpu_rollup: seconds observed, gaps, caps, merges, the spool."""
+"""Tests for gpucost.collector.gpu_rollup: seconds observed, gaps, caps, merges, the spool."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.gpu_rollup import (
+from gpucost.collector.gpu_rollup import (
     RAW_SAMPLE_SCHEMA,
     SampleSpool,
     conform_samples,
@@ -22,8 +22,8 @@ from collector.gpu_rollup import (
     slice_uuid_expr,
     workload_of,
 )
-from gpucost.contracts import GPU_USAGE
-from gpucost.window import Window
+from gpucost.core.contracts import GPU_USAGE
+from gpucost.core.window import Window
 
 T0 = datetime(2024, 9, 24, 10, 0, tzinfo=UTC)
 DAY = Window(date(2024, 9, 24), date(2024, 9, 25))

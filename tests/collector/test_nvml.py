@@ -1,4 +1,4 @@
-"""Tests for collector.nvml: a fake pynvml (MIG, time-slicing, errors) and a fake /proc tree."""
+"""Tests for the nvml collector: a fake pynvml (MIG, time-slicing, errors) and a fake /proc tree."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from collector.base import CollectorContext
-from collector.gpu_rollup import SampleSpool, merge_rollups
-from collector.nvml import (
+from gpucost.collector.base import CollectorContext
+from gpucost.collector.gpu_rollup import SampleSpool, merge_rollups
+from gpucost.collector.nvml import (
     ContainerRef,
     NvmlCollector,
     NvmlSampler,
@@ -23,8 +23,8 @@ from collector.nvml import (
     run_agent,
     workload_of_pid,
 )
-from gpucost.errors import CollectorError, MissingDependencyError
-from gpucost.window import Window
+from gpucost.core.errors import CollectorError, MissingDependencyError
+from gpucost.core.window import Window
 from tests.fakes.pynvml_fake import (
     NVML_ERROR_DRIVER_NOT_LOADED,
     FakeNvml,
@@ -406,14 +406,14 @@ def test_agent_command_lands_rows_and_merges_runs(
     """`gpucost agent --once` twice: the second round's seconds add to the first's hour."""
     from typer.testing import CliRunner
 
-    import collector.nvml
+    import gpucost.collector.nvml
     from gpucost.cli import app
-    from gpucost.contracts import GPU_USAGE
-    from gpucost.lake import Lake
-    from gpucost.storage import LocalStorage
+    from gpucost.core.contracts import GPU_USAGE
+    from gpucost.core.lake import Lake
+    from gpucost.core.storage import LocalStorage
 
     nvml = FakeNvml(fleet())
-    monkeypatch.setattr(collector.nvml, "load_pynvml", lambda: nvml)
+    monkeypatch.setattr(gpucost.collector.nvml, "load_pynvml", lambda: nvml)
     config = agent_config(tmp_path, proc)
     runner = CliRunner()
     args = ["agent", "--config", str(config), "--once", "--interval", "10"]
@@ -432,11 +432,13 @@ def test_agent_without_nvml_fails_in_one_line(
 ) -> None:
     from typer.testing import CliRunner
 
-    import collector.nvml
+    import gpucost.collector.nvml
     from gpucost.cli import app
 
     monkeypatch.setattr(
-        collector.nvml, "load_pynvml", lambda: FakeNvml([], init_error=NVML_ERROR_DRIVER_NOT_LOADED)
+        gpucost.collector.nvml,
+        "load_pynvml",
+        lambda: FakeNvml([], init_error=NVML_ERROR_DRIVER_NOT_LOADED),
     )
     result = CliRunner().invoke(
         app, ["agent", "--config", str(agent_config(tmp_path, proc)), "--once"]

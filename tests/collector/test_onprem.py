@@ -12,8 +12,8 @@ from typing import Any
 import polars as pl
 import pytest
 
-from collector.base import CollectorContext, get_spec
-from collector.onprem import (
+from gpucost.collector.base import CollectorContext, get_spec
+from gpucost.collector.onprem import (
     HOURS_PER_MONTH,
     OnPrem,
     OnPremServer,
@@ -22,9 +22,9 @@ from collector.onprem import (
     hour_cost,
 )
 from gpucost.config import validate_config
-from gpucost.contracts import BILLING, GPU_USAGE
-from gpucost.errors import CollectorError
-from gpucost.window import Window
+from gpucost.core.contracts import BILLING, GPU_USAGE
+from gpucost.core.errors import CollectorError
+from gpucost.core.window import Window
 
 WINDOW = Window(date(2024, 9, 17), date(2024, 9, 19))  # 48 hours
 INGESTED = datetime(2024, 9, 19, 5, tzinfo=UTC)

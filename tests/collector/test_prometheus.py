@@ -1,4 +1,4 @@
-"""Tests for collector.prometheus: a real Prometheus scraping a local exporter, and a fake API.
+"""Tests for the prometheus collector: a real Prometheus scraping a local exporter, and a fake API.
 
 The real part: Debian's ``prometheus`` binary (installed by the fixture when missing and
 root; ``.ci/run`` installs it up front) scrapes a loopback exporter serving a recorded
@@ -26,17 +26,17 @@ from urllib.parse import parse_qs, urlsplit
 import polars as pl
 import pytest
 
-from collector.base import CollectorContext
-from collector.prometheus import (
+from gpucost.collector.base import CollectorContext
+from gpucost.collector.prometheus import (
     DEFAULT_QUERIES,
     PrometheusApi,
     PrometheusGpuMetrics,
     PrometheusSettings,
     chunk_range,
 )
-from gpucost.contracts import GPU_USAGE
-from gpucost.errors import CollectorError, ConfigError
-from gpucost.window import Window
+from gpucost.core.contracts import GPU_USAGE
+from gpucost.core.errors import CollectorError, ConfigError
+from gpucost.core.window import Window
 from tests.fakes.prometheus_server import ExporterServer, PrometheusServer, prometheus_binary
 
 DATA = Path(__file__).resolve().parents[1] / "data"

@@ -8,10 +8,10 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from collector.inventory_file import read_inventory
-from collector.roster import read_roster
-from gpucost.errors import CollectorError
-from gpucost.window import Window
+from gpucost.collector.inventory_file import read_inventory
+from gpucost.collector.roster import read_roster
+from gpucost.core.errors import CollectorError
+from gpucost.core.window import Window
 
 WEEK = Window(date(2024, 9, 1), date(2024, 9, 8))
 
@@ -89,7 +89,7 @@ def test_inventory_unknown_columns_are_named() -> None:
 
 
 def test_host_metrics_file_reads_fractions_and_rejects_percentages() -> None:
-    from collector.host_metrics_file import read_host_metrics
+    from gpucost.collector.host_metrics_file import read_host_metrics
 
     data = (
         b"hour,resource_id,host,cpu_util_avg,cpu_util_max,cpu_util_p95,source\n"

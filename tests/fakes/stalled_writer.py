@@ -38,7 +38,7 @@ def kill_mid_write(
 
 
 def _main() -> None:
-    from gpucost import storage
+    from gpucost.core import storage
 
     ready, prefix, suffix = sys.argv[1:4]
     original = storage.LocalStorage.put_atomic

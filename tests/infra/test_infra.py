@@ -27,14 +27,14 @@ from botocore import xform_name
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-import collector
+import gpucost.collector
 from gpucost.cli import app
 from gpucost.config import load_config
-from gpucost.manifest import RunManifest, SourceRun
+from gpucost.core.manifest import RunManifest, SourceRun
 from gpucost.metrics import BusinessFigures, ServeMetrics
 from gpucost.scheduler import parse_schedule
 
-collector.load_all()
+gpucost.collector.load_all()
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
@@ -187,7 +187,7 @@ def test_every_infra_file_parses(path: Path) -> None:
 AWS_SOURCES = [
     *sorted((REPO / "collector").glob("aws_*.py")),
     REPO / "collector" / "focus_files.py",  # s3:// globs
-    REPO / "gpucost" / "storage.py",  # an s3:// lake
+    REPO / "gpucost" / "core" / "storage.py",  # an s3:// lake
 ]
 
 IAM_ACTION_FOR_OPERATION = {
@@ -428,7 +428,7 @@ PROMQL_WORDS = {
 def known_dcgm_fields() -> set[str]:
     fields = set(DCGM_EXPORTER_FIELDS)
     try:
-        from collector import dcgm_text
+        from gpucost.collector import dcgm_text
     except ImportError:
         return fields
     return fields | set(getattr(dcgm_text, "LEGACY_METRIC_NAMES", {}).values())

@@ -14,12 +14,12 @@ from typing import Any
 
 import polars as pl
 
-from collector.focus_files import read_focus_file
-from collector.inventory_file import read_inventory
-from gpucost.contracts import ALLOCATION, HOST_METRICS
+from gpucost.collector.focus_files import read_focus_file
+from gpucost.collector.inventory_file import read_inventory
+from gpucost.core.contracts import ALLOCATION, HOST_METRICS
+from gpucost.core.window import Window
+from gpucost.reports.findings import FleetData
 from gpucost.synth import SynthSummary, generate
-from gpucost.window import Window
-from reports.findings import FleetData
 
 INGESTED_AT = datetime(2024, 10, 2, tzinfo=UTC)
 METHOD_DETAILS = '{"Elements":[{"AllocatedRatio":1,"UsageUnit":"Charge"}]}'

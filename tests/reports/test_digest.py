@@ -9,8 +9,8 @@ from typing import Any
 
 import polars as pl
 
-from gpucost.contracts import ALLOCATION, FINDINGS
-from reports.digest import (
+from gpucost.core.contracts import ALLOCATION, FINDINGS
+from gpucost.reports.digest import (
     HEADER_TEXT_LIMIT,
     MAX_BLOCKS_PER_MESSAGE,
     SECTION_TEXT_BUDGET,
@@ -22,7 +22,7 @@ from reports.digest import (
     periods,
     project_costs,
 )
-from reports.findings import find_all
+from gpucost.reports.findings import find_all
 from tests.reports.fleet import Fleet
 
 MANIFEST_GAPS = {

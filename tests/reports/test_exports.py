@@ -13,8 +13,8 @@ import boto3
 import polars as pl
 import pytest
 
-from gpucost.storage import LocalStorage, S3Storage
-from reports.exports import (
+from gpucost.core.storage import LocalStorage, S3Storage
+from gpucost.reports.exports import (
     CHARGEBACK_COLUMNS,
     UNIT_COST_COLUMNS,
     build_exports,
@@ -22,7 +22,7 @@ from reports.exports import (
     month_bounds,
     write_exports,
 )
-from reports.unit_economics import cost_per_thousand_requests
+from gpucost.reports.unit_economics import cost_per_thousand_requests
 from tests.reports.fleet import Fleet
 
 MONTH = "2024-09"

@@ -15,9 +15,9 @@ from typing import Any
 import polars as pl
 import pytest
 
-from gpucost.contracts import BILLING, FINDINGS, GPU_USAGE, INVENTORY, MONEY
-from reports.catalog import GIB, GpuOffer, build_catalog, cheapest
-from reports.findings import (
+from gpucost.core.contracts import BILLING, FINDINGS, GPU_USAGE, INVENTORY, MONEY
+from gpucost.reports.catalog import GIB, GpuOffer, build_catalog, cheapest
+from gpucost.reports.findings import (
     FindingThresholds,
     FleetData,
     find_all,

@@ -18,9 +18,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from gpucost.contracts import ALLOCATION, FINDINGS, GPU_USAGE
-from reports.findings import find_all
-from reports.html_report import render_html_report, write_html_report
+from gpucost.core.contracts import ALLOCATION, FINDINGS, GPU_USAGE
+from gpucost.reports.findings import find_all
+from gpucost.reports.html_report import render_html_report, write_html_report
 from tests.reports.fleet import Fleet
 
 MANIFEST = {

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from reports.slack import redact_url, send_digest
+from gpucost.reports.slack import redact_url, send_digest
 
 SECRET_PATH = "/services/T0000TEST/B0000TEST/s3cr3tW3bh00kT0k3n"
 PAYLOADS = [

@@ -8,7 +8,7 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from reports.unit_economics import UNIT_COSTS_SCHEMA, cost_per_thousand_requests
+from gpucost.reports.unit_economics import UNIT_COSTS_SCHEMA, cost_per_thousand_requests
 from tests.reports.fleet import Fleet
 
 DAY = date(2024, 9, 24)

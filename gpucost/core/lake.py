@@ -7,7 +7,7 @@ Layout::
     {data_dir}/_quarantine/{source}/{run_id}.csv rows a collector could not read
 
 A source's day is exactly one object, so "replace this source's rows for this day" is one
-atomic object replacement (see :mod:`gpucost.storage`), on a local disk and on S3 alike, and a
+atomic object replacement (see :mod:`gpucost.core.storage`), on a local disk and on S3 alike, and a
 crash mid-write leaves the previous version readable. Rows are written in a canonical order,
 so the same rows give the same bytes; a rewrite whose rows are unchanged is skipped.
 """
@@ -25,10 +25,10 @@ from typing import Any, Literal
 
 import polars as pl
 
-from gpucost.contracts import TableContract
-from gpucost.errors import ContractError, LakeError
-from gpucost.storage import LocalStorage, S3Storage
-from gpucost.window import Window
+from gpucost.core.contracts import TableContract
+from gpucost.core.errors import ContractError, LakeError
+from gpucost.core.storage import LocalStorage, S3Storage
+from gpucost.core.window import Window
 
 _PART = re.compile(
     r"^(?P<table>[a-z_]+)/day=(?P<day>\d{4}-\d{2}-\d{2})/part-(?P<source>.+)\.parquet$"
@@ -58,7 +58,7 @@ def day_of(contract: TableContract) -> pl.Expr:
 
 
 class Lake:
-    """Reads and writes the lake's tables through a :class:`~gpucost.storage.Storage`."""
+    """Reads and writes the lake's tables through a :class:`~gpucost.core.storage.Storage`."""
 
     def __init__(
         self, storage: LocalStorage | S3Storage, storage_options: Mapping[str, str] | None = None

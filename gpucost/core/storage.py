@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from gpucost.errors import LakeError
+from gpucost.core.errors import LakeError
 
 CONTENT_KEY = "gpucost-content-sha256"
 

@@ -2,7 +2,7 @@
 
 Each stage boundary (a collector's output, a lake write, a lake read, the allocator's and the
 reports' outputs) passes its frame through :meth:`TableContract.conform` or
-:meth:`TableContract.validate`; a mismatch raises :class:`~gpucost.errors.ContractError`
+:meth:`TableContract.validate`; a mismatch raises :class:`~gpucost.core.errors.ContractError`
 naming the table, the source and the columns.
 
 Money is ``Decimal(38, 18)`` everywhere (``MONEY``): 20 integer digits and 18 fractional
@@ -18,7 +18,7 @@ from functools import cached_property
 
 import polars as pl
 
-from gpucost.errors import ContractError
+from gpucost.core.errors import ContractError
 
 MONEY_SCALE = 18
 MONEY = pl.Decimal(38, MONEY_SCALE)
