@@ -1,6 +1,7 @@
 """Collectors: one module per source kind, each registered under a kebab-case kind.
 
-Importing this package imports every collector module so the registry is complete.
+The registry loads the collector modules itself on the first lookup (:func:`get_spec`,
+:func:`registry`); nothing has to be called first.
 """
 
 from gpucost.collector.base import (
@@ -11,6 +12,7 @@ from gpucost.collector.base import (
     CollectorSpec,
     SourceSettings,
     get_spec,
+    load_collectors,
     register,
     registry,
 )
@@ -23,16 +25,14 @@ __all__ = [
     "CollectorSpec",
     "SourceSettings",
     "get_spec",
+    "load_all",
+    "load_collectors",
     "register",
     "registry",
 ]
 
 
 def load_all() -> None:
-    """Import every collector module, filling the registry."""
-    import importlib
-    import pkgutil
-
-    for module in pkgutil.iter_modules(__path__):
-        if module.name != "base" and not module.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{module.name}")
+    """Import every collector module, filling the registry (kept for old callers: lookups load
+    the collectors themselves)."""
+    load_collectors()

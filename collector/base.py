@@ -19,7 +19,9 @@ could not read (file, row, field, reason), which the shell quarantines; it never
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -163,13 +165,31 @@ def register(kind: str) -> Callable[[C], C]:
     return decorate
 
 
+def load_collectors() -> None:
+    """Import every module of this package, so that each collector registers its kind.
+
+    Lookups call it, so no caller has to: importing a module that is already imported costs
+    a dictionary lookup, and a module only registers when first imported.
+    """
+    package = __name__.rpartition(".")[0]
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if module.name != "base" and not module.name.startswith("_"):
+            importlib.import_module(f"{package}.{module.name}")
+
+
 def registry() -> Mapping[str, CollectorSpec]:
-    """Every registered kind (all of them once :func:`load_all` ran)."""
+    """Every collector kind there is (the collector modules are imported first)."""
+    load_collectors()
     return dict(_REGISTRY)
 
 
 def get_spec(kind: str) -> CollectorSpec:
-    """The spec of ``kind``, or KeyError listing the known kinds."""
+    """The spec of ``kind``, or KeyError listing the known kinds.
+
+    A kind not registered yet makes the collector modules load, then is looked up again.
+    """
+    if kind not in _REGISTRY:
+        load_collectors()
     try:
         return _REGISTRY[kind]
     except KeyError:

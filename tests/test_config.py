@@ -7,11 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-import gpucost.collector
 from gpucost.config import SecretRef, StrictModel, load_config, validate_config
 from gpucost.core.errors import ConfigError
-
-gpucost.collector.load_all()
 
 SAMPLE = Path(__file__).parent / "data" / "focus" / "focus_1.0_sample_1000.csv"
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import textwrap
 import tomllib
 from pathlib import Path
 
 import pytest
 
-import gpucost.collector
 from gpucost.collector.base import register, registry
 from gpucost.core.contracts import CONTRACTS
 
-gpucost.collector.load_all()
 REPO = Path(__file__).parent.parent
 KINDS = sorted(registry())
 
@@ -57,3 +58,49 @@ def test_register_refuses_bad_plugins() -> None:
         register("Not_Kebab")
     with pytest.raises(TypeError, match="must declare Settings"):
         register("no-settings")(type("NoSettings", (), {"output_tables": ("billing",)}))
+
+
+def fresh_python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a new interpreter, where no collector module has been imported."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def test_a_lookup_loads_the_collectors_itself(tmp_path: Path) -> None:
+    result = fresh_python(
+        """
+        import sys
+        from gpucost.collector.base import get_spec
+        assert "gpucost.collector.focus_files" not in sys.modules
+        spec = get_spec("focus-files")
+        print(spec.kind, spec.cls.__name__)
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["focus-files", "FocusFiles"]
+
+
+def test_a_config_loads_in_a_fresh_interpreter(tmp_path: Path) -> None:
+    (tmp_path / "bills").mkdir()
+    (tmp_path / "bills" / "september.csv").write_text("BilledCost\n")
+    config = tmp_path / "gpucost.toml"
+    config.write_text(
+        '[store]\ndata_dir = "data"\nout_dir = "out"\n\n'
+        '[[sources]]\nname = "finance-focus"\nkind = "focus-files"\npath = "bills/*.csv"\n'
+    )
+    result = fresh_python(
+        f"""
+        from gpucost.config import load_config
+        config = load_config({str(config)!r}, environ={{}})
+        print(type(config.sources[0]).__name__)
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "FocusFilesSettings"

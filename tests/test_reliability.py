@@ -22,7 +22,6 @@ import pytest
 from apscheduler.schedulers.base import BaseScheduler
 from typer.testing import CliRunner
 
-import gpucost.collector
 from gpucost.backfill import completed_days
 from gpucost.cli import app
 from gpucost.config import load_config
@@ -39,8 +38,6 @@ from gpucost.scheduler import (
     scheduler_options,
 )
 from tests.fakes.stalled_writer import kill_mid_write
-
-gpucost.collector.load_all()
 
 TESTS = Path(__file__).parent
 SAMPLE = TESTS / "data" / "focus" / "focus_1.0_sample_1000.csv"

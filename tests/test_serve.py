@@ -31,7 +31,6 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-import gpucost.collector
 from gpucost.cli import app
 from gpucost.config import load_config
 from gpucost.core.contracts import ALLOCATION, FINDINGS
@@ -50,8 +49,6 @@ from gpucost.scheduler import (
     scheduler_options,
     serve,
 )
-
-gpucost.collector.load_all()
 
 TESTS = Path(__file__).parent
 SAMPLE = TESTS / "data" / "focus" / "focus_1.0_sample_1000.csv"

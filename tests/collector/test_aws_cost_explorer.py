@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-import gpucost.collector
 from gpucost.collector.aws_cost_explorer import AwsCostExplorer, CostExplorerSettings
 from gpucost.config import validate_config
 from gpucost.core.contracts import BILLING
@@ -180,7 +179,6 @@ def test_a_throttled_call_is_retried_then_succeeds(moto_endpoint: str, code: str
 def test_endless_throttling_fails_the_source_visibly_and_others_still_land(
     moto_endpoint: str, tmp_path: Path
 ) -> None:
-    gpucost.collector.load_all()
     config = validate_config(
         {
             "store": {"data_dir": str(tmp_path / "lake"), "out_dir": str(tmp_path / "out")},

@@ -20,7 +20,6 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-import gpucost.collector
 from gpucost.cli import app
 from gpucost.collector.aws_cur import AwsCur, read_cur_frame
 from gpucost.config import validate_config
@@ -400,7 +399,6 @@ def test_bad_rows_are_quarantined_and_good_rows_land(tmp_path: Path) -> None:
     rows[19]["lineItem/UsageStartDate"] = "yesterday"
     path = tmp_path / "cur.csv.gz"
     path.write_bytes(gzip.compress(csv_bytes(header, rows)))
-    gpucost.collector.load_all()
     config = validate_config(
         {
             "store": {"data_dir": str(tmp_path / "lake"), "out_dir": str(tmp_path / "out")},

@@ -10,7 +10,6 @@ from typing import Any
 import boto3
 import pytest
 
-import gpucost.collector
 from gpucost.collector.aws_ec2 import AwsEc2, AwsEc2Settings, instance_type_info
 from gpucost.config import validate_config
 from gpucost.core.contracts import HOST_METRICS, INVENTORY
@@ -79,7 +78,6 @@ def test_p5_is_8_h100_and_model_servers_get_hourly_cpu(moto_endpoint: str, tmp_p
     now = datetime.now(UTC)
     hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
     put_cpu(client("cloudwatch", moto_endpoint, REGION), p5, hour, [10.0, 20.0, 30.0])
-    gpucost.collector.load_all()
     config = validate_config(
         {
             "store": {

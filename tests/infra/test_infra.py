@@ -27,14 +27,11 @@ from botocore import xform_name
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-import gpucost.collector
 from gpucost.cli import app
 from gpucost.config import load_config
 from gpucost.core.manifest import RunManifest, SourceRun
 from gpucost.metrics import BusinessFigures, ServeMetrics
 from gpucost.scheduler import parse_schedule
-
-gpucost.collector.load_all()
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
