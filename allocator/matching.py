@@ -113,19 +113,19 @@ def billing_match_code(frame: pl.DataFrame, rules: Sequence[ProjectRule]) -> pl.
     """Match code of each billing row: tags (``Tags``), accounts, hosts (``ResourceId/Name``)."""
     per_column: dict[str, list[tuple[int, Test]]] = {}
     for index, rule in enumerate(rules):
-        for key, pattern in sorted(rule.tags.items()):
+        for key, pattern in sorted(rule.match.tags.items()):
             per_column.setdefault("Tags", []).append(
                 (_code(index, "tags"), _tag_glob(key, pattern))
             )
-        if rule.accounts:
+        if rule.match.accounts:
             for column in ("SubAccountId", "SubAccountName", "BillingAccountId"):
                 per_column.setdefault(column, []).append(
-                    (_code(index, "accounts"), _any_glob(rule.accounts))
+                    (_code(index, "accounts"), _any_glob(rule.match.accounts))
                 )
-        if rule.hosts:
+        if rule.match.hosts:
             for column in ("ResourceId", "ResourceName"):
                 per_column.setdefault(column, []).append(
-                    (_code(index, "hosts"), _any_glob(rule.hosts))
+                    (_code(index, "hosts"), _any_glob(rule.match.hosts))
                 )
     return _minimum(frame, per_column)
 
@@ -137,15 +137,17 @@ def workload_match_code(
     (gpu_usage ``project``, matched against each rule's ``tags[owner_tag_key]``)."""
     per_column: dict[str, list[tuple[int, Test]]] = {}
     for index, rule in enumerate(rules):
-        if rule.namespaces:
+        if rule.match.namespaces:
             per_column.setdefault("namespace", []).append(
-                (_code(index, "namespaces"), _any_glob(rule.namespaces))
+                (_code(index, "namespaces"), _any_glob(rule.match.namespaces))
             )
-        if rule.pods:
-            per_column.setdefault("pod", []).append((_code(index, "pods"), _any_glob(rule.pods)))
-        if owner_tag_key in rule.tags:
+        if rule.match.pods:
+            per_column.setdefault("pod", []).append(
+                (_code(index, "pods"), _any_glob(rule.match.pods))
+            )
+        if owner_tag_key in rule.match.tags:
             per_column.setdefault("project", []).append(
-                (_code(index, "labels"), _any_glob([rule.tags[owner_tag_key]]))
+                (_code(index, "labels"), _any_glob([rule.match.tags[owner_tag_key]]))
             )
     return _minimum(frame, per_column)
 
@@ -154,14 +156,14 @@ def host_match_code(frame: pl.DataFrame, rules: Sequence[ProjectRule]) -> pl.Exp
     """Match code of inventory hosts: their ``tags`` or their names (``host``, ``resource_id``)."""
     per_column: dict[str, list[tuple[int, Test]]] = {}
     for index, rule in enumerate(rules):
-        for key, pattern in sorted(rule.tags.items()):
+        for key, pattern in sorted(rule.match.tags.items()):
             per_column.setdefault("tags", []).append(
                 (_code(index, "host-tags"), _tag_glob(key, pattern))
             )
-        if rule.hosts:
+        if rule.match.hosts:
             for column in ("host", "resource_id"):
                 per_column.setdefault(column, []).append(
-                    (_code(index, "host-names"), _any_glob(rule.hosts))
+                    (_code(index, "host-names"), _any_glob(rule.match.hosts))
                 )
     return _minimum(frame, per_column)
 

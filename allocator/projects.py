@@ -4,31 +4,63 @@ A rule matches a billing row when *any* of its criteria does: a tag (``Tags`` JS
 value matches the rule's glob, an account (``SubAccountId``, ``SubAccountName`` or
 ``BillingAccountId``), or a host (``ResourceId`` or ``ResourceName``). Rows no rule matches get
 the project ``unallocated``, visibly, never dropped. The rule that matched is kept in
-``x_MatchedRule`` so every attribution can be explained.
+``x_MatchedRule`` so every attribution can be explained. Namespaces, pods and the owner tag
+match GPU workloads (:func:`gpucost.allocator.matching.workload_match_code`).
+
+:class:`ProjectRule` is the one schema of a ``[[projects]]`` rule: ``gpucost.config`` validates
+the TOML with it and the allocator reads the validated rules as they are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 UNALLOCATED = "unallocated"
 
 
-@dataclass(frozen=True)
-class ProjectRule:
-    """One ``[[projects]]`` rule, as plain data (globs use ``*``, ``?`` and ``[...]``)."""
+class ProjectMatch(BaseModel):
+    """What makes a charge, host or workload belong to a project. Values are shell globs
+    (``*``, ``?`` and ``[...]``), matched case-sensitively."""
 
-    name: str
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tags: dict[str, str] = Field(default_factory=dict, description="Tag/label key -> glob.")
+    namespaces: tuple[str, ...] = Field(default=(), description="Kubernetes namespaces.")
+    accounts: tuple[str, ...] = Field(default=(), description="Sub-account / project ids.")
+    hosts: tuple[str, ...] = Field(default=(), description="Host names or resource ids.")
+    pods: tuple[str, ...] = Field(
+        default=(), description="Kubernetes pod names of GPU workloads (gpu_usage `pod`)."
+    )
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ProjectMatch:
+        # Every criterion counts: a pods-only rule attributes the GPU workloads it names.
+        if not (self.tags or self.namespaces or self.accounts or self.hosts or self.pods):
+            raise ValueError(
+                "a project's `match` needs at least one of tags, namespaces, accounts, hosts, pods"
+            )
+        return self
+
+
+class ProjectRule(BaseModel):
+    """One ``[[projects]]`` rule; the config validates it and the allocator reads it as is.
+
+    ```toml
+    [[projects]]
+    name = "llm-serving"
+    cost_center = "CC-104"
+    match = { tags = { project = "llm-serving" }, namespaces = ["llm-*"], pods = ["vllm-*"] }
+    ```
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
     cost_center: str | None = None
-    tags: Mapping[str, str] = field(default_factory=dict)
-    namespaces: Sequence[str] = ()
-    accounts: Sequence[str] = ()
-    hosts: Sequence[str] = ()
-    pods: Sequence[str] = ()
-    """Kubernetes pod names of GPU workloads (gpu_usage ``pod``)."""
+    match: ProjectMatch
 
 
 def glob_to_regex(pattern: str) -> str:
@@ -78,18 +110,18 @@ def tag_value(tags_column: str, key: str) -> pl.Expr:
 def billing_rule_predicate(rule: ProjectRule) -> pl.Expr:
     """Whether a billing row matches ``rule``."""
     conditions: list[pl.Expr] = []
-    for key, pattern in sorted(rule.tags.items()):
+    for key, pattern in sorted(rule.match.tags.items()):
         conditions.append(
             tag_value("Tags", key).str.contains(glob_to_regex(pattern)).fill_null(False)
         )
-    if rule.accounts:
+    if rule.match.accounts:
         conditions += [
-            _any_matches(column, rule.accounts)
+            _any_matches(column, rule.match.accounts)
             for column in ("SubAccountId", "SubAccountName", "BillingAccountId")
         ]
-    if rule.hosts:
+    if rule.match.hosts:
         conditions += [
-            _any_matches(column, rule.hosts) for column in ("ResourceId", "ResourceName")
+            _any_matches(column, rule.match.hosts) for column in ("ResourceId", "ResourceName")
         ]
     if not conditions:
         return pl.lit(False)

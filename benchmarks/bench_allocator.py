@@ -104,7 +104,7 @@ def _worker(mode: str, folder: Path) -> dict[str, Any]:
 
     from gpucost.allocator.allocate import allocate
     from gpucost.allocator.policy import AllocationPolicy
-    from gpucost.allocator.projects import ProjectRule
+    from gpucost.allocator.projects import ProjectMatch, ProjectRule
 
     scans = {
         name: pl.scan_parquet(folder / f"{name}.parquet")
@@ -112,8 +112,8 @@ def _worker(mode: str, folder: Path) -> dict[str, Any]:
     }
     projects = json.loads((folder / "projects.json").read_text())
     rules = [
-        ProjectRule(name=name, cost_center=cost_center, tags={"project": name},
-                    namespaces=(f"{name}-*",))
+        ProjectRule(name=name, cost_center=cost_center,
+                    match=ProjectMatch(tags={"project": name}, namespaces=(f"{name}-*",)))
         for name, cost_center in projects.items()
     ]  # fmt: skip
     before = resource.getrusage(resource.RUSAGE_SELF)

@@ -36,7 +36,7 @@ def _worker(folder: Path) -> dict[str, Any]:
     from gpucost.allocator.allocate import allocate, gpu_resources
     from gpucost.allocator.days import separable_runs
     from gpucost.allocator.policy import AllocationPolicy
-    from gpucost.allocator.projects import ProjectRule
+    from gpucost.allocator.projects import ProjectMatch, ProjectRule
     from gpucost.core.window import Window
 
     counts = json.loads((folder / "counts.json").read_text())
@@ -44,8 +44,8 @@ def _worker(folder: Path) -> dict[str, Any]:
     window = Window(START, START.fromordinal(START.toordinal() + days))
     projects = json.loads((folder / "projects.json").read_text())
     rules = [
-        ProjectRule(name=name, cost_center=cost_center, tags={"project": name},
-                    namespaces=(f"{name}-*",))
+        ProjectRule(name=name, cost_center=cost_center,
+                    match=ProjectMatch(tags={"project": name}, namespaces=(f"{name}-*",)))
         for name, cost_center in projects.items()
     ]  # fmt: skip
 

@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from gpucost.allocator.projects import ProjectRule
 from gpucost.collector.base import SourceSettings, get_spec
 from gpucost.core.errors import ConfigError
 from gpucost.core.secrets import SecretRef
@@ -78,32 +79,6 @@ class NightlySettings(StrictModel):
     as_of: date | None = Field(
         default=None, description="Pin the night's date (demos, tests); today (UTC) when unset."
     )
-
-
-class ProjectMatch(StrictModel):
-    """What makes a charge, host or workload belong to a project. Values are shell globs."""
-
-    tags: dict[str, str] = Field(default_factory=dict, description="Tag/label key -> glob.")
-    namespaces: list[str] = Field(default_factory=list, description="Kubernetes namespaces.")
-    accounts: list[str] = Field(default_factory=list, description="Sub-account / project ids.")
-    hosts: list[str] = Field(default_factory=list, description="Host names or resource ids.")
-    pods: list[str] = Field(default_factory=list, description="Kubernetes pod names.")
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> ProjectMatch:
-        if not (self.tags or self.namespaces or self.accounts or self.hosts):
-            raise ValueError(
-                "a project's `match` needs at least one of tags, namespaces, accounts, hosts"
-            )
-        return self
-
-
-class ProjectRule(StrictModel):
-    """``[[projects]]``: an ordered rule; the first rule that matches wins."""
-
-    name: str = Field(min_length=1)
-    cost_center: str | None = None
-    match: ProjectMatch
 
 
 class ServeSettings(StrictModel):

@@ -196,19 +196,8 @@ def _first_reject(rejects: pl.DataFrame) -> str:
 
 
 def project_rules(config: GpucostConfig) -> list[ProjectRule]:
-    """The config's ``[[projects]]`` as the allocator's plain rules."""
-    return [
-        ProjectRule(
-            name=project.name,
-            cost_center=project.cost_center,
-            tags=project.match.tags,
-            namespaces=tuple(project.match.namespaces),
-            accounts=tuple(project.match.accounts),
-            hosts=tuple(project.match.hosts),
-            pods=tuple(project.match.pods),
-        )
-        for project in config.projects
-    ]
+    """The config's ``[[projects]]``: already the allocator's rules (one schema)."""
+    return list(config.projects)
 
 
 def allocation_policy(config: GpucostConfig) -> AllocationPolicy:

@@ -10,11 +10,17 @@ from typing import Any
 
 import polars as pl
 
+from gpucost.allocator.projects import ProjectMatch, ProjectRule
 from gpucost.core.contracts import BILLING, GPU_USAGE, HEADCOUNT, INVENTORY
 
 T0 = datetime(2024, 9, 24, tzinfo=UTC)
 DAY0 = T0.date()
 INGESTED = datetime(2024, 10, 2, tzinfo=UTC)
+
+
+def rule(name: str, cost_center: str | None = None, **match: Any) -> ProjectRule:
+    """A ``[[projects]]`` rule; ``match`` holds its criteria (tags, namespaces, pods, ...)."""
+    return ProjectRule(name=name, cost_center=cost_center, match=ProjectMatch(**match))
 
 
 def hour(number: int) -> datetime:

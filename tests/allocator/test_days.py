@@ -13,12 +13,12 @@ from polars.testing import assert_frame_equal
 from gpucost.allocator.allocate import AllocationResult, allocate, gpu_resources
 from gpucost.allocator.days import _runs, separable_runs
 from gpucost.allocator.policy import AllocationPolicy
-from gpucost.allocator.projects import ProjectRule
 from gpucost.collector.focus_files import read_focus_file
 from gpucost.collector.inventory_file import read_inventory
 from gpucost.collector.roster import read_roster
 from gpucost.core.window import Window
 from gpucost.synth import generate
+from tests.allocator.builders import rule
 
 INGESTED_AT = datetime(2024, 10, 2, tzinfo=UTC)
 START = date(2024, 9, 24)
@@ -43,10 +43,9 @@ class Fleet:
             str(summary.roster_csv), summary.roster_csv.read_bytes(), "roster", self.window
         )
         self.rules = [
-            ProjectRule(name, entry["cost_center"], tags={"project": name},
-                        namespaces=(f"{name}-*",))
+            rule(name, entry["cost_center"], tags={"project": name}, namespaces=(f"{name}-*",))
             for name, entry in truth["projects"].items()
-        ]  # fmt: skip
+        ]
 
     def billing_of(self, billing: pl.DataFrame) -> object:
         def scan(days: Window) -> pl.LazyFrame:

@@ -20,14 +20,15 @@ from tests.allocator.builders import (
     headcount,
     host,
     inventory,
+    rule,
     usage,
     usage_row,
 )
 
 RULES = [
-    ProjectRule("alpha", "CC-1", tags={"project": "alpha"}, namespaces=("alpha-*",)),
-    ProjectRule("beta", "CC-2", tags={"project": "beta"}, namespaces=("beta-*",)),
-    ProjectRule("gamma", "CC-3", tags={"project": "gamma"}, namespaces=("gamma-*",)),
+    rule("alpha", "CC-1", tags={"project": "alpha"}, namespaces=("alpha-*",)),
+    rule("beta", "CC-2", tags={"project": "beta"}, namespaces=("beta-*",)),
+    rule("gamma", "CC-3", tags={"project": "gamma"}, namespaces=("gamma-*",)),
 ]
 
 
@@ -37,13 +38,14 @@ def _run(
     hosts: list[dict[str, object]],
     people: list[tuple[str, str, float]] = (),  # type: ignore[assignment]
     policy: AllocationPolicy | None = None,
+    rules: list[ProjectRule] = RULES,
 ) -> AllocationResult:
     result = allocate(
         billing(bill).lazy(),
         usage(gpu_rows).lazy(),
         inventory(hosts).lazy(),
         headcount(list(people)).lazy(),
-        RULES,
+        rules,
         policy or AllocationPolicy(),
     )
     ALLOCATION.validate(result.allocation, "allocator")
@@ -97,6 +99,23 @@ def test_one_host_two_projects_one_idle_hour_usage_basis_idle_to_owner() -> None
     details = json.loads(row["AllocatedMethodDetails"])
     assert details["Elements"][0]["AllocatedRatio"] == 0.125
     assert details["Elements"][0]["UsageUnit"] == "GPU-Hours"
+
+
+def test_a_pods_only_rule_attributes_the_pods_it_names() -> None:
+    # Validated from the TOML's shape, as the config does: `match = { pods = ["d-*"] }`.
+    delta = ProjectRule.model_validate({"name": "delta", "match": {"pods": ["d-*"]}})
+    rows = [
+        usage_row("node-1", 0, util=0.50, namespace="alpha-jobs", pod="a-0"),
+        usage_row("node-1", 0, util=0.25, namespace="shared-notebooks", pod="d-0"),
+    ]
+    result = _run(TWO_HOURS[:1], rows, ONE_HOST, rules=[*RULES, delta])
+    assert _amounts(result, "project", "category") == {
+        ("alpha", "gpu_used"): Decimal("1.80"),
+        ("delta", "gpu_used"): Decimal("0.90"),
+        ("alpha", "gpu_idle"): Decimal("0.90"),
+    }
+    row = result.allocation.filter(pl.col("project") == "delta").row(0, named=True)
+    assert json.loads(row["AllocatedTags"]) == {"project": "delta", "x_rule": "projects[3].pods"}
 
 
 def test_idle_policies_users_and_separate() -> None:

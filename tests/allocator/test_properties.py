@@ -14,14 +14,22 @@ from polars.testing import assert_frame_equal
 from gpucost.allocator.allocate import AllocationResult, allocate
 from gpucost.allocator.exact import split_exact, to_units
 from gpucost.allocator.policy import AllocationPolicy
-from gpucost.allocator.projects import ProjectRule
-from tests.allocator.builders import billing, charge, headcount, host, inventory, usage, usage_row
+from tests.allocator.builders import (
+    billing,
+    charge,
+    headcount,
+    host,
+    inventory,
+    rule,
+    usage,
+    usage_row,
+)
 
 PROJECTS = ("alpha", "beta", "gamma")
 RULES = [
-    ProjectRule("alpha", "CC-1", tags={"project": "alpha"}, namespaces=("alpha-*",)),
-    ProjectRule("beta", "CC-2", tags={"project": "beta"}, pods=("beta-*",)),
-    ProjectRule("gamma", None, accounts=("9999*",), namespaces=("gamma",)),
+    rule("alpha", "CC-1", tags={"project": "alpha"}, namespaces=("alpha-*",)),
+    rule("beta", "CC-2", tags={"project": "beta"}, pods=("beta-*",)),
+    rule("gamma", None, accounts=("9999*",), namespaces=("gamma",)),
 ]
 SETTINGS = settings(
     max_examples=25,

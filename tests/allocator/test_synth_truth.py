@@ -22,6 +22,7 @@ from gpucost.collector.roster import read_roster
 from gpucost.core.contracts import ALLOCATION
 from gpucost.core.window import Window
 from gpucost.synth import generate
+from tests.allocator.builders import rule
 
 INGESTED_AT = datetime(2024, 10, 2, tzinfo=UTC)
 RELATIVE_TOLERANCE = 0.001
@@ -68,7 +69,7 @@ def _fleet(folder: Path, seed: int) -> Fleet:
     )
     assert rejects.height == 0
     rules = [
-        ProjectRule(name, entry["cost_center"], tags={"project": name}, namespaces=(f"{name}-*",))
+        rule(name, entry["cost_center"], tags={"project": name}, namespaces=(f"{name}-*",))
         for name, entry in truth["projects"].items()
     ]
     return Fleet(
@@ -145,10 +146,10 @@ def test_reconciles_with_the_bill_and_counts_fte(fleet: Fleet) -> None:
 
 def test_fast_rule_matching_equals_the_row_by_row_rules(fleet: Fleet) -> None:
     rules = [
-        ProjectRule("by-host", hosts=("i-0[0-7]*",)),
+        rule("by-host", hosts=("i-0[0-7]*",)),
         *fleet.rules,
-        ProjectRule("research", "CC-9", accounts=("*research*",)),
-        ProjectRule("gcp", tags={"team": "[a-m]*"}, hosts=("projects/*",)),
+        rule("research", "CC-9", accounts=("*research*",)),
+        rule("gcp", tags={"team": "[a-m]*"}, hosts=("projects/*",)),
     ]
     expected = resolve_billing_projects(fleet.billing.lazy(), rules).collect()
     frame = fleet.billing
