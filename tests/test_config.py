@@ -41,7 +41,7 @@ def test_valid_config_is_typed(tmp_path: Path) -> None:
     assert config.store.data_dir == "data"
     assert config.sources[0].name == "finance-focus"
     assert type(config.sources[0]).__name__ == "FocusFilesSettings"
-    assert config.projects[0].match.namespaces == ["llm-*"]
+    assert config.projects[0].match.namespaces == ("llm-*",)
     assert config.nightly.lookback_days == 3
 
 
@@ -66,6 +66,21 @@ def test_unknown_keys_are_named(tmp_path: Path, text: str, expected: str) -> Non
         load_config(write(tmp_path, text), environ={})
     assert expected in str(raised.value)
     assert "\n" not in str(raised.value)
+
+
+def test_a_pods_only_project_rule_is_accepted(tmp_path: Path) -> None:
+    text = VALID.replace('namespaces = ["llm-*"]', 'pods = ["vllm-*"]').replace(
+        'tags = { project = "llm-serving" }, ', ""
+    )
+    config = load_config(write(tmp_path, text), environ={})
+    assert config.projects[0].match.pods == ("vllm-*",)
+    assert not config.projects[0].match.tags
+
+
+def test_an_empty_project_match_is_refused(tmp_path: Path) -> None:
+    text = VALID.replace('{ tags = { project = "llm-serving" }, namespaces = ["llm-*"] }', "{}")
+    with pytest.raises(ConfigError, match=r"projects\.0\.match: .*accounts, hosts, pods"):
+        load_config(write(tmp_path, text), environ={})
 
 
 def test_missing_source_path_is_named(tmp_path: Path) -> None:
