@@ -14,18 +14,16 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 from gpucost.core.errors import GpucostError
 from gpucost.core.lake import Lake
+from gpucost.core.manifest import read_manifests
 from gpucost.core.window import Window
 from gpucost.nightly import NIGHTLY_STAGES, NightlyResult, NightlyStage, run_nightly
 from gpucost.pipeline import Runtime
 
 logger = logging.getLogger(__name__)
-
-COMPLETING_COMMANDS = frozenset({"nightly", "backfill"})
-"""Run commands whose complete manifests mark their days as done."""
 
 DayStatus = Literal["skipped", "complete", "incomplete", "failed"]
 
@@ -44,42 +42,22 @@ class DayOutcome:
 def completed_days(lake: Lake, stage_names: Iterable[str] = ()) -> set[date]:
     """Days covered by a complete nightly/backfill manifest that ran all of ``stage_names``.
 
-    Unreadable manifests are ignored (their days count as not done), never fatal.
+    Unreadable manifests are passed over (their days count as not done), never fatal.
     """
     required = set(stage_names)
     done: set[date] = set()
-    for relative in lake.storage.list("_runs/"):
-        if not relative.endswith(".json"):
+    for manifest in read_manifests(lake):
+        if not (
+            manifest.is_night
+            and manifest.status == "complete"
+            and required <= manifest.completed_stages()
+        ):
             continue
         try:
-            document = lake.read_json(relative)
-        except (GpucostError, ValueError):
-            logger.warning("run manifest %s is unreadable; its days count as not done", relative)
+            done.update(manifest.window.each_day())
+        except (TypeError, ValueError):  # dates that are not dates: not a day done
             continue
-        if not _is_complete(document, required):
-            continue
-        try:
-            window = Window(
-                date.fromisoformat(document["window_start"]),
-                date.fromisoformat(document["window_end_exclusive"]),
-            )
-        except (KeyError, TypeError, ValueError):
-            continue
-        done.update(window.each_day())
     return done
-
-
-def _is_complete(document: Any, required: set[str]) -> bool:
-    if not isinstance(document, dict):
-        return False
-    if document.get("command") not in COMPLETING_COMMANDS or document.get("status") != "complete":
-        return False
-    ok = {
-        stage.get("name")
-        for stage in document.get("stages") or []
-        if isinstance(stage, dict) and stage.get("status") == "ok"
-    }
-    return required <= ok
 
 
 def days_between(first: date, last: date) -> list[date]:

@@ -29,7 +29,7 @@ import gpucost.collector
 from gpucost.config import GpucostConfig, load_config, permission_warnings
 from gpucost.core.contracts import ALLOCATION, FINDINGS
 from gpucost.core.errors import ConfigError, GpucostError
-from gpucost.core.manifest import RunManifest
+from gpucost.core.manifest import RunManifest, latest_night, read_manifests
 from gpucost.core.window import Window
 from gpucost.lock import RunLock, lock_path
 from gpucost.logs import setup_logging
@@ -214,24 +214,9 @@ def _run_lock(settings: GpucostConfig, command: str) -> RunLock:
     return lock
 
 
-def _night_manifest(runtime: Runtime, window_end: date) -> dict[str, Any] | None:
-    """The latest finished nightly (or backfill) run whose window ends at ``window_end``.
-
-    The digest's completeness line must speak of the night it reports, not of whatever ran
-    last (a ``collect`` of one source, another day's night, a run still going).
-    """
-    best: dict[str, Any] | None = None
-    for relative in runtime.lake.storage.list("_runs/"):
-        document = runtime.lake.read_json(relative)
-        if (
-            isinstance(document, dict)
-            and document.get("command") in ("nightly", "backfill")
-            and document.get("window_end_exclusive") == window_end.isoformat()
-            and document.get("status") != "running"
-            and (best is None or str(document.get("started_at")) > str(best.get("started_at")))
-        ):
-            best = document
-    return best
+def _night_document(runtime: Runtime, window_end: date) -> dict[str, Any] | None:
+    night = latest_night(read_manifests(runtime.lake), window_end)
+    return None if night is None else night.to_dict()
 
 
 def _night_exit_status(result: NightlyResult) -> int:
@@ -528,7 +513,7 @@ def digest_command(
         payloads = build_digest(
             runtime.lake.scan(ALLOCATION, Window(previous_month, after)).collect(),
             runtime.lake.scan(FINDINGS, Window(last, after)).collect(),
-            _night_manifest(runtime, after),
+            _night_document(runtime, after),
             day=last,
             top_findings=settings.reports.top_findings,
         )

@@ -44,7 +44,7 @@ from prometheus_client.registry import Collector
 from gpucost.core.contracts import ALLOCATION, FINDINGS
 from gpucost.core.errors import GpucostError
 from gpucost.core.lake import Lake
-from gpucost.core.manifest import RunManifest, SourceRun
+from gpucost.core.manifest import RunManifest, SourceRun, read_manifest, run_ids
 from gpucost.core.window import Window
 from gpucost.pipeline import Runtime, summarise_costs
 
@@ -191,21 +191,18 @@ class ServeMetrics(Collector):
         other processes made (``gpucost nightly`` from cron, a Kubernetes CronJob). Runs found
         this way set the gauges but are not counted in the ``*_runs_total`` counters.
         """
-        names = [name for name in lake.storage.list("_runs/") if name.endswith(".json")]
-        newest = names[-limit:]  # run ids sort by time (to the second)
-        run_ids = [name.removeprefix("_runs/").removesuffix(".json") for name in newest]
+        newest = run_ids(lake)[-limit:]
         with self._lock:
             # Older runs can never be read again: forgetting them keeps this set bounded.
-            self._recorded &= set(run_ids)
+            self._recorded &= set(newest)
         seeded = 0
-        for relative, run_id in zip(newest, run_ids, strict=True):
+        for run_id in newest:
             with self._lock:
                 if run_id in self._recorded:
                     continue
             try:
-                document = lake.read_json(relative)
-                manifest = manifest_from_dict(document)
-            except (GpucostError, ValueError, KeyError, TypeError):
+                manifest = read_manifest(lake, run_id)
+            except (GpucostError, ValueError):  # a damaged manifest must not hide the others
                 continue
             if manifest.finished_at is None:
                 continue
@@ -395,24 +392,6 @@ def _version() -> str:
         return "unknown"
 
 
-def manifest_from_dict(document: dict[str, Any]) -> RunManifest:
-    """A :class:`RunManifest` back from its JSON form (sources only; stages as recorded)."""
-    from gpucost.core.manifest import StageRun
-
-    return RunManifest(
-        run_id=document["run_id"],
-        command=document["command"],
-        window_start=document["window_start"],
-        window_end_exclusive=document["window_end_exclusive"],
-        config_path=document.get("config_path"),
-        started_at=document["started_at"],
-        finished_at=document.get("finished_at"),
-        status=document.get("status", "running"),
-        sources=[SourceRun(**source) for source in document.get("sources", [])],
-        stages=[StageRun(**stage) for stage in document.get("stages", [])],
-    )
-
-
 # --- business figures ---------------------------------------------------------------------
 
 
@@ -480,5 +459,4 @@ __all__ = [
     "ServeMetrics",
     "business_figures",
     "business_windows",
-    "manifest_from_dict",
 ]

@@ -37,7 +37,7 @@ from gpucost.core.contracts import (
     INVENTORY,
 )
 from gpucost.core.errors import ConfigError, GpucostError
-from gpucost.core.manifest import RunManifest, StageRun
+from gpucost.core.manifest import RunManifest, StageRun, write_manifest
 from gpucost.core.window import Window
 from gpucost.pipeline import Runtime, collect, run_allocation, summarise_costs, write_summary
 from gpucost.reports.digest import build_digest, payloads_json
@@ -240,13 +240,12 @@ def run_nightly(
     a source's or a stage's own failure is recorded in the manifest instead.
     """
     manifest = collect(runtime, window, command=command)
-    manifest_path = f"_runs/{manifest.run_id}.json"
     context = StageContext(runtime, window, manifest)
     result = NightlyResult(manifest, window, context.frames)
     if not stages:
         return result
     manifest.status, manifest.finished_at = "running", None
-    runtime.lake.write_json(manifest_path, manifest.to_dict())
+    write_manifest(runtime.lake, manifest)
     succeeded: set[str] = set()
     for stage in stages:
         record = StageRun(stage.name)
@@ -271,5 +270,5 @@ def run_nightly(
         record.duration_s = round(time.perf_counter() - started, 3)
         manifest.stages.append(record)
     manifest.finish(runtime.clock())
-    runtime.lake.write_json(manifest_path, manifest.to_dict())
+    write_manifest(runtime.lake, manifest)
     return result

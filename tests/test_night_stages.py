@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from gpucost.cli import app
 from gpucost.core.contracts import ALLOCATION, BILLING, FINDINGS, GPU_USAGE
 from gpucost.core.lake import Lake
+from gpucost.core.manifest import RunManifest
 from gpucost.core.storage import LocalStorage
 from gpucost.synth import generate
 from tests.fakes.stalled_writer import kill_mid_write
@@ -96,6 +97,7 @@ def test_nightly_runs_every_stage_and_conserves_money(tmp_path: Path, fleet: Pat
     assert {"idle_gpu_server", "cpu_misplaced_model_server", "model_on_cpu_in_gpu_host"} <= kinds
     manifest = json.loads(next((tmp_path / "lake" / "_runs").glob("*.json")).read_text())
     assert manifest["status"] == "complete"
+    assert RunManifest.from_dict(manifest).to_dict() == manifest, "one manifest type, read back"
     assert [s["name"] for s in manifest["stages"]] == [
         "summarise",
         "allocate",
