@@ -1,14 +1,15 @@
 """The allocation policy: how GPU hosts, idle GPU time and shared charges are attributed.
 
-Plain frozen data, no pydantic: the shell's ``[allocation]`` config section builds one. Every
-choice is documented with a worked example in ``docs/allocation.md``.
+:class:`AllocationPolicy` is the one schema of the ``[allocation]`` config section: the config
+validates the TOML with it and hands the allocator the validated policy. Every choice is
+documented with a worked example in ``docs/allocation.md``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Final, Literal, get_args
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 GpuBasis = Literal["usage", "allocation", "max"]
 """How a GPU host's cost is split over the projects that ran on it, per hour:
@@ -26,13 +27,8 @@ SharedPolicy = Literal["even", "proportional", "headcount", "weights"]
 evenly over projects with cost that day, in proportion to their direct cost that day, by their
 FTE that day, or by fixed weights."""
 
-GPU_BASES: Final[tuple[str, ...]] = get_args(GpuBasis)
-IDLE_POLICIES: Final[tuple[str, ...]] = get_args(IdlePolicy)
-SHARED_POLICIES: Final[tuple[str, ...]] = get_args(SharedPolicy)
 
-
-@dataclass(frozen=True)
-class AllocationPolicy:
+class AllocationPolicy(BaseModel):
     """Every choice the allocator makes that a finance team may want to make differently.
 
     ```toml
@@ -47,12 +43,17 @@ class AllocationPolicy:
     owner_tag_key = "project"
     reporting_currency = "USD"
     ```
+
+    A value outside the documented choices is a ``pydantic.ValidationError`` (a ValueError)
+    naming the key: ``gpu_basis``, ``shared_weights.<project>``...
     """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     gpu_basis: GpuBasis = "usage"
     idle: IdlePolicy = "owner"
     shared: SharedPolicy = "proportional"
-    shared_weights: Mapping[str, float] = field(default_factory=dict)
+    shared_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
     """Project name -> weight (>= 0, at least one > 0) for ``shared = "weights"``."""
     shared_service_names: tuple[str, ...] = ("*Support*",)
     """Globs on ``ServiceName``: charges no rule matched whose service is shared by everyone."""
@@ -62,24 +63,13 @@ class AllocationPolicy:
     """FOCUS ``ChargeCategory`` values whose unmatched charges are shared: by default a credit
     with no project follows the shared policy (a tagged or resource-bound credit follows its
     charge)."""
-    owner_tag_key: str = "project"
+    owner_tag_key: str = Field(default="project", min_length=1)
     """The tag (AWS tag, GCP label, pod label) that names a resource's owning project."""
     reporting_currency: str = "USD"
     """Currency of rows that carry no money: headcount rows and GPU-hours of unbilled hosts."""
 
-    def __post_init__(self) -> None:
-        """Refuse values outside the documented choices, naming the key."""
-        for key, value, allowed in (
-            ("gpu_basis", self.gpu_basis, GPU_BASES),
-            ("idle", self.idle, IDLE_POLICIES),
-            ("shared", self.shared, SHARED_POLICIES),
-        ):
-            if value not in allowed:
-                raise ValueError(f"allocation.{key} must be one of {', '.join(allowed)}: {value!r}")
-        for name, weight in self.shared_weights.items():
-            if not weight >= 0:
-                raise ValueError(f"allocation.shared_weights.{name} must be >= 0: {weight!r}")
+    @model_validator(mode="after")
+    def _weights_for_weights(self) -> AllocationPolicy:
         if self.shared == "weights" and not any(w > 0 for w in self.shared_weights.values()):
-            raise ValueError('allocation.shared = "weights" needs shared_weights with a weight > 0')
-        if not self.owner_tag_key:
-            raise ValueError("allocation.owner_tag_key must not be empty")
+            raise ValueError('shared = "weights" needs shared_weights with a weight > 0')
+        return self

@@ -18,7 +18,7 @@ import tomllib
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import (
     BaseModel,
@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from gpucost.allocator.policy import AllocationPolicy
 from gpucost.allocator.projects import ProjectRule
 from gpucost.collector.base import SourceSettings, get_spec
 from gpucost.core.errors import ConfigError
@@ -135,20 +136,6 @@ class LockSettings(StrictModel):
     )
 
 
-class AllocationSettings(StrictModel):
-    """``[allocation]``: the allocator's policy (docs/allocation.md has worked examples)."""
-
-    gpu_basis: Literal["usage", "allocation", "max"] = "usage"
-    idle: Literal["owner", "users", "separate"] = "owner"
-    shared: Literal["even", "proportional", "headcount", "weights"] = "proportional"
-    shared_weights: dict[str, float] = Field(default_factory=dict)
-    shared_service_names: list[str] = Field(default_factory=lambda: ["*Support*"])
-    shared_service_categories: list[str] = Field(default_factory=lambda: ["Networking"])
-    shared_charge_categories: list[str] = Field(default_factory=lambda: ["Credit"])
-    owner_tag_key: str = "project"
-    reporting_currency: str = "USD"
-
-
 class ReportsSettings(StrictModel):
     """``[reports]``: finding thresholds (docs/reports.md) and the Slack digest."""
 
@@ -178,7 +165,7 @@ class GpucostConfig(StrictModel):
     nightly: NightlySettings = Field(default_factory=NightlySettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     lock: LockSettings = Field(default_factory=LockSettings)
-    allocation: AllocationSettings = Field(default_factory=AllocationSettings)
+    allocation: AllocationPolicy = Field(default_factory=AllocationPolicy)
     reports: ReportsSettings = Field(default_factory=ReportsSettings)
     sources: list[SerializeAsAny[SourceSettings]] = Field(default_factory=list)
     projects: list[ProjectRule] = Field(default_factory=list)

@@ -31,7 +31,7 @@ from gpucost.core.contracts import (
     INVENTORY,
     contract_for,
 )
-from gpucost.core.errors import ConfigError, ContractError, GpucostError
+from gpucost.core.errors import ContractError, GpucostError
 from gpucost.core.lake import Lake, day_of, part_as_dict
 from gpucost.core.manifest import RunManifest, SourceRun, new_run_id
 from gpucost.core.storage import open_storage
@@ -201,22 +201,8 @@ def project_rules(config: GpucostConfig) -> list[ProjectRule]:
 
 
 def allocation_policy(config: GpucostConfig) -> AllocationPolicy:
-    """The ``[allocation]`` section as the allocator's policy."""
-    settings = config.allocation
-    try:
-        return AllocationPolicy(
-            gpu_basis=settings.gpu_basis,
-            idle=settings.idle,
-            shared=settings.shared,
-            shared_weights=dict(settings.shared_weights),
-            shared_service_names=tuple(settings.shared_service_names),
-            shared_service_categories=tuple(settings.shared_service_categories),
-            shared_charge_categories=tuple(settings.shared_charge_categories),
-            owner_tag_key=settings.owner_tag_key,
-            reporting_currency=settings.reporting_currency,
-        )
-    except ValueError as error:
-        raise ConfigError(str(error), path=config.path) from None
+    """The ``[allocation]`` section: already the allocator's policy, validated with the config."""
+    return config.allocation
 
 
 def run_allocation(runtime: Runtime, window: Window) -> AllocationResult:

@@ -83,6 +83,25 @@ def test_an_empty_project_match_is_refused(tmp_path: Path) -> None:
         load_config(write(tmp_path, text), environ={})
 
 
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ('gpu_basis = "requests"', "allocation.gpu_basis: Input should be 'usage', 'allocation'"),
+        ("shared_weights = { a = -1 }", "allocation.shared_weights.a: Input should be greater"),
+        ('shared = "weights"', 'allocation: shared = "weights" needs shared_weights'),
+        ('owner_tag_key = ""', "allocation.owner_tag_key: String should have at least 1"),
+        ("idel = 1", "allocation.idel: unknown key"),
+    ],
+)
+def test_allocation_policy_is_checked_with_the_config(
+    tmp_path: Path, section: str, expected: str
+) -> None:
+    # The [allocation] section is the allocator's own AllocationPolicy, validated once here.
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, f"{VALID}\n[allocation]\n{section}\n"), environ={})
+    assert expected in str(raised.value)
+
+
 def test_missing_source_path_is_named(tmp_path: Path) -> None:
     text = VALID.replace(str(SAMPLE), str(tmp_path / "nope" / "*.csv"))
     with pytest.raises(
