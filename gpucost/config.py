@@ -34,6 +34,7 @@ from gpucost.allocator.projects import ProjectRule
 from gpucost.collector.base import SourceSettings, get_spec
 from gpucost.core.errors import ConfigError
 from gpucost.core.secrets import SecretRef
+from gpucost.reports.thresholds import FindingThresholds
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +140,9 @@ class LockSettings(StrictModel):
 class ReportsSettings(StrictModel):
     """``[reports]``: finding thresholds (docs/reports.md) and the Slack digest."""
 
-    thresholds: dict[str, Any] = Field(
-        default_factory=dict, description="FindingThresholds fields, e.g. idle_min_hours = 12."
+    thresholds: FindingThresholds = Field(
+        default_factory=FindingThresholds,
+        description="The findings' thresholds, e.g. { idle_min_hours = 12 } (docs/reports.md).",
     )
     slack_webhook: SecretRef | None = Field(
         default=None, description='Incoming-webhook URL: { env = "VAR" } or { file = "..." }.'
@@ -149,13 +151,6 @@ class ReportsSettings(StrictModel):
     report_url: str | None = Field(
         default=None, description="Where out_dir/reports is served, for the digest's link."
     )
-
-    @model_validator(mode="after")
-    def _known_thresholds(self) -> ReportsSettings:
-        from gpucost.reports.findings import FindingThresholds
-
-        FindingThresholds.from_mapping(self.thresholds)  # ValueError names an unknown key
-        return self
 
 
 class GpucostConfig(StrictModel):

@@ -42,7 +42,7 @@ from gpucost.core.window import Window
 from gpucost.pipeline import Runtime, collect, run_allocation, summarise_costs, write_summary
 from gpucost.reports.digest import build_digest, payloads_json
 from gpucost.reports.exports import build_exports, write_exports
-from gpucost.reports.findings import FindingThresholds, FleetData, find_all
+from gpucost.reports.findings import FleetData, find_all
 from gpucost.reports.html_report import render_html_report, write_html_report
 from gpucost.reports.slack import send_digest
 
@@ -140,7 +140,7 @@ def report_stage(context: StageContext) -> list[str]:
         end=window.end_time,
     )
     settings = context.runtime.config.reports
-    findings = find_all(data, FindingThresholds.from_mapping(settings.thresholds))
+    findings = find_all(data, settings.thresholds)
     context.frames["findings"] = findings
     lake.write_window(FINDINGS, "reports", Window(day, window.end), findings)
     html = render_html_report(

@@ -5,7 +5,8 @@ Every function here is pure: frames in (``gpu_usage``, ``inventory``, ``billing`
 Each finding names the machine, its owner (the host's ``project`` tag), the evidence (canonical
 JSON) and the money: ``est_monthly_waste`` is a ``Decimal(38, 18)`` projected onto a 730-hour
 month (``HOURS_PER_MONTH``). The rules and their thresholds are documented in
-``docs/reports.md``; the thresholds live in :class:`FindingThresholds`.
+``docs/reports.md``; the thresholds live in
+:class:`~gpucost.reports.thresholds.FindingThresholds`.
 
 How hours are judged, for every rule: the ``gpu_usage`` rows of a host and hour are first
 summed per GPU (time-sliced pods each carry their share of one GPU), then the host's hour takes
@@ -14,7 +15,6 @@ the busiest GPU. Hours with no GPU rows are not observed: missing telemetry neve
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import math
 from collections.abc import Mapping, Sequence
@@ -38,8 +38,9 @@ from gpucost.reports._common import (
     monthly,
     to_money,
 )
-from gpucost.reports.catalog import GIB, MIB, GpuOffer, build_catalog, cheapest
+from gpucost.reports.catalog import GIB, GpuOffer, build_catalog, cheapest
 from gpucost.reports.costs import cost_of_hours, hourly_costs, latest_hosts
+from gpucost.reports.thresholds import FindingThresholds
 
 IDLE_GPU_SERVER: Final = "idle_gpu_server"
 CPU_MISPLACED_MODEL_SERVER: Final = "cpu_misplaced_model_server"
@@ -54,83 +55,6 @@ KINDS: Final = (
 PRECEDENCE: Final = (MODEL_ON_CPU_IN_GPU_HOST, IDLE_GPU_SERVER, OVERSIZED_GPU)
 """When several GPU findings fall on one host, :func:`find_all` keeps the first of these: the
 most specific cause, and the same money is never counted twice."""
-
-
-@dataclass(frozen=True)
-class FindingThresholds:
-    """Every number and pattern the rules use; the defaults are those of ``docs/reports.md``.
-
-    Utilisations are fractions 0..1 (``gpu_usage.util_avg``, ``host_metrics.cpu_util_p95``).
-    """
-
-    idle_util: float = 0.05
-    """A GPU-hour is idle below this mean utilisation (5 %)..."""
-    idle_memory_bytes: int = GIB
-    """...and below this much memory used (1 GiB: a CUDA context alone takes a few hundred MiB,
-    a loaded model more)."""
-    idle_min_hours: int = 24
-    """``idle_gpu_server`` needs this many consecutive idle hours in the window."""
-    cpu_busy_p95: float = 0.70
-    """An hour's CPU is busy when its p95 utilisation is above this."""
-    cpu_busy_min_fraction: float = 0.5
-    """``cpu_misplaced_model_server`` needs busy CPU in at least this share of observed hours
-    (the CPU *stays* saturated; a burst does not count)."""
-    cpu_min_hours: int = 12
-    """Fewer hours of CPU metrics than this are too few to judge a CPU-only model server."""
-    on_cpu_gpu_util: float = 0.01
-    """``model_on_cpu_in_gpu_host``: the GPUs show ~0 % (under 1 %)..."""
-    on_cpu_gpu_memory_bytes: int = 256 * MIB
-    """...and ~0 memory (under 256 MiB: no model weights on the card)..."""
-    on_cpu_min_hours: int = 12
-    """...while the CPU is busy, for at least this many hours of the window."""
-    oversized_memory_fraction: float = 0.5
-    """``oversized_gpu``: peak memory under this share of the card's..."""
-    oversized_util: float = 0.30
-    """...and mean utilisation under this (30 %)..."""
-    oversized_min_hours: int = 24
-    """...over at least this many observed hours."""
-    oversized_headroom: float = 0.20
-    """A replacement must hold the peak memory plus this share (20 %)."""
-    misplaced_min_gpu_memory_bytes: int = 16 * GIB
-    """The GPU recommended for a CPU-bound model server has at least this much memory."""
-    severity_high: Decimal = Decimal(1000)
-    """``est_monthly_waste`` from this amount (in the finding's currency) is ``high``..."""
-    severity_medium: Decimal = Decimal(100)
-    """...from this amount ``medium``, below it ``low``; unknown money is ``medium``."""
-    model_server_roles: tuple[str, ...] = ("model-server",)
-    """Inventory ``role`` values that make a host a model server."""
-    model_server_workloads: tuple[str, ...] = (
-        "*predictor*",
-        "*inference*",
-        "*serving*",
-        "*server*",
-        "*triton*",
-        "*vllm*",
-        "*tgi*",
-    )
-    """Workload (``gpu_usage.workload``) globs that make a GPU host a model server too."""
-    owner_tag_keys: tuple[str, ...] = ("project", "owner")
-    """Tag keys naming a host's owner, first found wins."""
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> FindingThresholds:
-        """Thresholds from a config table; an unknown key is a ValueError naming it."""
-        known = {item.name: item for item in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ValueError(
-                f"unknown finding thresholds: {', '.join(unknown)}; known: {', '.join(known)}"
-            )
-        converted: dict[str, Any] = {}
-        for name, value in values.items():
-            default = getattr(cls(), name)
-            if isinstance(default, Decimal):
-                converted[name] = Decimal(str(value))
-            elif isinstance(default, tuple):
-                converted[name] = tuple(str(item) for item in value)
-            else:
-                converted[name] = type(default)(value)
-        return cls(**converted)
 
 
 @dataclass(frozen=True)

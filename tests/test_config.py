@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,27 @@ def test_allocation_policy_is_checked_with_the_config(
     with pytest.raises(ConfigError) as raised:
         load_config(write(tmp_path, f"{VALID}\n[allocation]\n{section}\n"), environ={})
     assert expected in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ("{ idle_hours_min = 3 }", "reports.thresholds.idle_hours_min: unknown key"),
+        ('{ idle_min_hours = "12" }', "reports.thresholds.idle_min_hours: Input should be a valid"),
+        ("{ idle_util = 5 }", "reports.thresholds.idle_util: Input should be less than or equal"),
+    ],
+)
+def test_finding_thresholds_are_typed(tmp_path: Path, table: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, f"{VALID}\n[reports]\nthresholds = {table}\n"), environ={})
+    assert expected in str(raised.value)
+
+
+def test_finding_thresholds_keep_their_defaults(tmp_path: Path) -> None:
+    text = f"{VALID}\n[reports]\nthresholds = {{ idle_min_hours = 12, severity_high = 500 }}\n"
+    thresholds = load_config(write(tmp_path, text), environ={}).reports.thresholds
+    assert (thresholds.idle_min_hours, thresholds.severity_high) == (12, Decimal(500))
+    assert thresholds.oversized_min_hours == 24
 
 
 def test_missing_source_path_is_named(tmp_path: Path) -> None:

@@ -14,11 +14,11 @@ from typing import Any
 
 import polars as pl
 import pytest
+from pydantic import ValidationError
 
 from gpucost.core.contracts import BILLING, FINDINGS, GPU_USAGE, INVENTORY, MONEY
 from gpucost.reports.catalog import GIB, GpuOffer, build_catalog, cheapest
 from gpucost.reports.findings import (
-    FindingThresholds,
     FleetData,
     find_all,
     find_cpu_misplaced_model_servers,
@@ -26,6 +26,7 @@ from gpucost.reports.findings import (
     find_model_on_cpu_in_gpu_hosts,
     find_oversized_gpus,
 )
+from gpucost.reports.thresholds import FindingThresholds
 from tests.reports.fleet import Fleet
 
 Q18 = Decimal("1e-18")
@@ -406,14 +407,32 @@ def test_no_oversized_finding_without_a_cheaper_fit_or_a_price() -> None:
 
 
 def test_thresholds_from_a_config_table() -> None:
-    thresholds = FindingThresholds.from_mapping(
-        {"idle_min_hours": 12, "severity_high": "500", "model_server_roles": ["api"]}
+    thresholds = FindingThresholds.model_validate(
+        {"idle_min_hours": 12, "severity_high": 500.5, "model_server_roles": ["api"]}
     )
     assert thresholds.idle_min_hours == 12
-    assert thresholds.severity_high == Decimal(500)
+    assert thresholds.severity_high == Decimal("500.5")  # from the float's text, exactly
     assert thresholds.model_server_roles == ("api",)
-    with pytest.raises(ValueError, match="idle_hours_min"):
-        FindingThresholds.from_mapping({"idle_hours_min": 3})
+    assert thresholds.idle_util == FindingThresholds().idle_util == 0.05  # the rest: defaults
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"idle_hours_min": 3}, "idle_hours_min"),  # unknown key
+        ({"idle_min_hours": "12"}, "idle_min_hours"),  # text, not a number
+        ({"idle_min_hours": 12.5}, "idle_min_hours"),  # not whole hours
+        ({"idle_min_hours": True}, "idle_min_hours"),
+        ({"idle_util": 5}, "idle_util"),  # a fraction 0..1, not a percentage
+        ({"model_server_roles": "api"}, "model_server_roles"),  # one text, not a list
+        ({"severity_high": "lots"}, "severity_high"),
+    ],
+)
+def test_thresholds_refuse_unknown_keys_and_wrong_types(
+    values: dict[str, object], named: str
+) -> None:
+    with pytest.raises(ValidationError, match=named):
+        FindingThresholds.model_validate(values)
 
 
 def test_a_longer_idle_threshold_than_the_window_finds_nothing(fleet: Fleet) -> None:
