@@ -26,17 +26,8 @@ from datetime import date, timedelta
 
 import polars as pl
 
-from gpucost.allocator.matching import billing_match_code
+from gpucost.allocator.matching import BILLING_MATCH_COLUMNS, billing_match_code
 from gpucost.allocator.projects import ProjectRule
-
-_MATCH_COLUMNS = (
-    "ResourceId",
-    "ResourceName",
-    "SubAccountId",
-    "SubAccountName",
-    "BillingAccountId",
-    "Tags",
-)
 
 
 def separable_runs(
@@ -63,7 +54,7 @@ def separable_runs(
         schema = billing.collect_schema()
         columns = [
             pl.col(name) if name in schema else pl.lit(None, pl.String).alias(name)
-            for name in _MATCH_COLUMNS
+            for name in BILLING_MATCH_COLUMNS
         ]
         frame = billing.select("ChargePeriodStart", "ChargePeriodEnd", *columns).collect()
         if frame.height == 0:

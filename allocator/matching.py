@@ -38,6 +38,15 @@ VIA: Final = (
 charge (a refund, a line without tags) on a resource whose other charges a rule matched; a GPU
 workload's namespace, pod or pod label; or (for GPU rows without a matching workload) the
 host's inventory tags or its names."""
+BILLING_MATCH_COLUMNS: Final = (
+    "ResourceId",
+    "ResourceName",
+    "SubAccountId",
+    "SubAccountName",
+    "BillingAccountId",
+    "Tags",
+)
+"""The billing columns :func:`billing_match_code` reads (a missing one is read as null)."""
 CODE_STRIDE: Final = 16
 UNALLOCATED_CODE: Final = 1 << 31
 """Target code of ``unallocated``: no rule matched."""
