@@ -23,6 +23,14 @@ def rule(name: str, cost_center: str | None = None, **match: Any) -> ProjectRule
     return ProjectRule(name=name, cost_center=cost_center, match=ProjectMatch(**match))
 
 
+def truth_rules(truth: Mapping[str, Any]) -> list[ProjectRule]:
+    """The rules of a synth fleet's projects (truth.json): its tag or its namespaces."""
+    return [
+        rule(name, entry["cost_center"], tags={"project": name}, namespaces=(f"{name}-*",))
+        for name, entry in truth["projects"].items()
+    ]
+
+
 def hour(number: int) -> datetime:
     """The start of the window's hour ``number``."""
     return T0 + timedelta(hours=number)

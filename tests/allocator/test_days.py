@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
+from functools import cached_property
 
 import polars as pl
 import pytest
@@ -13,39 +12,21 @@ from polars.testing import assert_frame_equal
 from gpucost.allocator.allocate import AllocationResult, allocate, gpu_resources
 from gpucost.allocator.days import _runs, separable_runs
 from gpucost.allocator.policy import AllocationPolicy
-from gpucost.collector.focus_files import read_focus_file
-from gpucost.collector.inventory_file import read_inventory
-from gpucost.collector.roster import read_roster
+from gpucost.allocator.projects import ProjectRule
 from gpucost.core.window import Window
-from gpucost.synth import generate
-from tests.allocator.builders import rule
+from tests.allocator.builders import truth_rules
+from tests.synth_fleet import SynthFleet
 
-INGESTED_AT = datetime(2024, 10, 2, tzinfo=UTC)
 START = date(2024, 9, 24)
 DAYS = 4
 
 
-class Fleet:
-    def __init__(self, folder: Path) -> None:
-        summary = generate(
-            folder, gpus=16, days=DAYS, projects=4, seed=7, start=START, usage_format="parquet"
-        )
-        truth = json.loads(summary.truth_json.read_text())
-        self.window = Window(START, START + timedelta(days=DAYS))
-        self.billing = read_focus_file(
-            str(summary.billing_csv), summary.billing_csv.read_bytes(), "synth", INGESTED_AT
-        ).frame
-        self.usage = pl.read_parquet(summary.usage_path)
-        self.inventory, _ = read_inventory(
-            str(summary.inventory_csv), summary.inventory_csv.read_bytes(), "inv", self.window
-        )
-        self.headcount, _ = read_roster(
-            str(summary.roster_csv), summary.roster_csv.read_bytes(), "roster", self.window
-        )
-        self.rules = [
-            rule(name, entry["cost_center"], tags={"project": name}, namespaces=(f"{name}-*",))
-            for name, entry in truth["projects"].items()
-        ]
+class Fleet(SynthFleet):
+    """A synth fleet read back, allocated day by day or over its whole window."""
+
+    @cached_property
+    def rules(self) -> list[ProjectRule]:
+        return truth_rules(self.truth)
 
     def billing_of(self, billing: pl.DataFrame) -> object:
         def scan(days: Window) -> pl.LazyFrame:
@@ -98,7 +79,7 @@ class Fleet:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
-    return Fleet(tmp_path_factory.mktemp("days"))
+    return Fleet.generate(tmp_path_factory.mktemp("days"), seed=7, days=DAYS, start=START)
 
 
 def _day(number: int) -> datetime:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
 from decimal import Decimal
-from pathlib import Path
+from functools import cached_property
 from typing import Any
 
 import polars as pl
@@ -16,27 +13,20 @@ from gpucost.allocator.allocate import AllocationResult, allocate
 from gpucost.allocator.matching import UNALLOCATED_CODE, billing_match_code, targets
 from gpucost.allocator.policy import AllocationPolicy
 from gpucost.allocator.projects import ProjectRule, resolve_billing_projects
-from gpucost.collector.focus_files import read_focus_file
-from gpucost.collector.inventory_file import read_inventory
-from gpucost.collector.roster import read_roster
 from gpucost.core.contracts import ALLOCATION
-from gpucost.core.window import Window
-from gpucost.synth import generate
-from tests.allocator.builders import rule
+from tests.allocator.builders import rule, truth_rules
+from tests.synth_fleet import SynthFleet
 
-INGESTED_AT = datetime(2024, 10, 2, tzinfo=UTC)
 RELATIVE_TOLERANCE = 0.001
 """The issue's bar (0.1 %); the allocator in fact agrees to about 1e-15."""
 
 
-@dataclass(frozen=True)
-class Fleet:
-    truth: dict[str, Any]
-    billing: pl.DataFrame
-    usage: pl.DataFrame
-    inventory: pl.DataFrame
-    headcount: pl.DataFrame
-    rules: list[ProjectRule]
+class Fleet(SynthFleet):
+    """A synth fleet read back, allocated under the truth's project rules."""
+
+    @cached_property
+    def rules(self) -> list[ProjectRule]:
+        return truth_rules(self.truth)
 
     def allocate(self, policy: AllocationPolicy) -> AllocationResult:
         return allocate(
@@ -49,38 +39,10 @@ class Fleet:
         )
 
 
-def _fleet(folder: Path, seed: int) -> Fleet:
-    summary = generate(folder, gpus=16, days=2, projects=4, seed=seed, usage_format="parquet")
-    truth: dict[str, Any] = json.loads(summary.truth_json.read_text())
-    window = Window(
-        date.fromisoformat(truth["window"]["start"][:10]),
-        date.fromisoformat(truth["window"]["end"][:10]),
-    )
-    focus = read_focus_file(
-        str(summary.billing_csv), summary.billing_csv.read_bytes(), "synth", INGESTED_AT
-    )
-    assert focus.rejects.height == 0
-    inventory, rejects = read_inventory(
-        str(summary.inventory_csv), summary.inventory_csv.read_bytes(), "inventory", window
-    )
-    assert rejects.height == 0
-    headcount, rejects = read_roster(
-        str(summary.roster_csv), summary.roster_csv.read_bytes(), "roster", window
-    )
-    assert rejects.height == 0
-    rules = [
-        rule(name, entry["cost_center"], tags={"project": name}, namespaces=(f"{name}-*",))
-        for name, entry in truth["projects"].items()
-    ]
-    return Fleet(
-        truth, focus.frame, pl.read_parquet(summary.usage_path), inventory, headcount, rules
-    )
-
-
 @pytest.fixture(scope="module", params=[42, 2024])
 def fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Fleet:
     seed: int = request.param
-    return _fleet(tmp_path_factory.mktemp(f"synth-{seed}"), seed)
+    return Fleet.generate(tmp_path_factory.mktemp(f"synth-{seed}"), seed=seed)
 
 
 def _sum(frame: pl.DataFrame, column: str, **equal: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import polars as pl
 import pytest
 
-from tests.reports.fleet import Fleet, allocation_from_billing, load_fleet
+from tests.reports.fleet import Fleet, allocation_from_billing
 
 
 @pytest.fixture(scope="session")
@@ -17,7 +17,7 @@ def fleet_for(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int], Fleet
 
     def make(seed: int) -> Fleet:
         if seed not in cache:
-            cache[seed] = load_fleet(tmp_path_factory.mktemp(f"fleet-{seed}"), seed=seed)
+            cache[seed] = Fleet.generate(tmp_path_factory.mktemp(f"fleet-{seed}"), seed=seed)
         return cache[seed]
 
     return make

@@ -6,36 +6,21 @@ contract with :func:`allocation_from_billing`, a deliberately simple "tag decide
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from gpucost.collector.focus_files import read_focus_file
-from gpucost.collector.inventory_file import read_inventory
-from gpucost.core.contracts import ALLOCATION, HOST_METRICS
-from gpucost.core.window import Window
+from gpucost.core.contracts import ALLOCATION
 from gpucost.reports.findings import FleetData
-from gpucost.synth import SynthSummary, generate
+from tests.synth_fleet import SynthFleet
 
-INGESTED_AT = datetime(2024, 10, 2, tzinfo=UTC)
 METHOD_DETAILS = '{"Elements":[{"AllocatedRatio":1,"UsageUnit":"Charge"}]}'
 
 
 @dataclass(frozen=True)
-class Fleet:
-    """A synth fleet's tables for its whole window, and its truth."""
-
-    summary: SynthSummary
-    truth: dict[str, Any]
-    window: Window
-    billing: pl.DataFrame
-    inventory: pl.DataFrame
-    usage: pl.DataFrame
-    host_metrics: pl.DataFrame
+class Fleet(SynthFleet):
+    """A synth fleet read back (:class:`tests.synth_fleet.SynthFleet`), with the findings' view."""
 
     def data(self, **changes: Any) -> FleetData:
         """The findings' input for the whole window; keyword arguments replace tables."""
@@ -55,37 +40,6 @@ class Fleet:
         found: list[dict[str, Any]] = [a for a in self.truth["anomalies"] if a["kind"] == kind]
         assert found, kind
         return found[0]
-
-
-def load_fleet(out_dir: Path, *, seed: int, days: int = 2, gpus: int = 16) -> Fleet:
-    """Generate a fleet with parquet usage and read it with the collectors' own readers."""
-    summary = generate(out_dir, gpus=gpus, days=days, projects=4, seed=seed, usage_format="parquet")
-    truth: dict[str, Any] = json.loads(summary.truth_json.read_text())
-    start = datetime.fromisoformat(truth["window"]["start"].replace("Z", "+00:00")).date()
-    window = Window(start, start + timedelta(days=days))
-    billing = read_focus_file(
-        str(summary.billing_csv), summary.billing_csv.read_bytes(), "synth", INGESTED_AT
-    )
-    assert billing.rejects.height == 0
-    inventory, rejects = read_inventory(
-        str(summary.inventory_csv), summary.inventory_csv.read_bytes(), "inventory", window
-    )
-    assert rejects.height == 0
-    host_metrics = HOST_METRICS.conform(
-        pl.read_csv(summary.host_metrics_csv).with_columns(
-            pl.col("hour").str.to_datetime("%Y-%m-%dT%H:%M:%SZ", time_zone="UTC")
-        ),
-        "synth",
-    )
-    return Fleet(
-        summary=summary,
-        truth=truth,
-        window=window,
-        billing=billing.frame,
-        inventory=inventory,
-        usage=pl.read_parquet(summary.usage_path),
-        host_metrics=host_metrics,
-    )
 
 
 def allocation_from_billing(fleet: Fleet) -> pl.DataFrame:
