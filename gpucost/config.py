@@ -11,7 +11,6 @@ and resolves to a :class:`pydantic.SecretStr`, whose repr and str are masked.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import tomllib
@@ -154,7 +153,14 @@ class ReportsSettings(StrictModel):
 
 
 class GpucostConfig(StrictModel):
-    """The whole validated configuration."""
+    """The whole validated configuration.
+
+    Sections a stage reads are that stage's own models, stated once there: ``[allocation]`` is
+    :class:`~gpucost.allocator.policy.AllocationPolicy`, ``[[projects]]`` are
+    :class:`~gpucost.allocator.projects.ProjectRule` and ``[reports] thresholds`` is
+    :class:`~gpucost.reports.thresholds.FindingThresholds`; a ``[[sources]]`` entry is its
+    kind's settings model.
+    """
 
     store: StoreSettings = Field(default_factory=StoreSettings)
     nightly: NightlySettings = Field(default_factory=NightlySettings)
@@ -333,11 +339,6 @@ def permission_warnings(config: GpucostConfig) -> list[str]:
                 f"(mode {mode & 0o777:04o}); chmod o-r it"
             )
     return warnings
-
-
-def matches_any(value: str | None, patterns: list[str]) -> bool:
-    """Shell-glob match of ``value`` against any pattern (case-sensitive)."""
-    return value is not None and any(fnmatch.fnmatchcase(value, p) for p in patterns)
 
 
 def _scalar(text: str) -> Any:
