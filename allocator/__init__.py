@@ -6,6 +6,7 @@ from gpucost.allocator.policy import AllocationPolicy
 from gpucost.allocator.projects import ProjectRule
 from gpucost.allocator.summary import summarise
 
+rules = [ProjectRule.model_validate({"name": "llm", "match": {"namespaces": ["llm-*"]}})]
 result = allocate(billing, gpu_usage, inventory, headcount, rules, AllocationPolicy())
 result.allocation       # the ``allocation`` table (gpucost.core.contracts.ALLOCATION)
 result.reconciliation   # billed vs allocated per day and currency: differences are 0
