@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TextIO
+from typing import Annotated, TextIO
 
 import polars as pl
 import typer
@@ -25,16 +25,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-import gpucost.collector
 from gpucost.config import GpucostConfig, load_config, permission_warnings
-from gpucost.core.contracts import ALLOCATION, FINDINGS
 from gpucost.core.errors import ConfigError, GpucostError
-from gpucost.core.manifest import RunManifest, latest_night, read_manifests
+from gpucost.core.manifest import RunManifest
 from gpucost.core.window import Window
-from gpucost.lock import RunLock, lock_path
+from gpucost.lock import take_run_lock
 from gpucost.logs import setup_logging
-from gpucost.nightly import NightlyResult, run_nightly
-from gpucost.pipeline import Runtime, collect, land_gpu_usage, nightly_window
+from gpucost.nightly import (
+    NightlyResult,
+    allocate_window,
+    digest_day,
+    export_month,
+    run_nightly,
+)
+from gpucost.pipeline import Runtime, collect, nightly_window, run_gpu_agent
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_CONFIG = 0, 1, 2
 
@@ -70,20 +74,21 @@ LogLevelArg = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARN
 
 def _load(config_path: Path, log_format: LogFormatOption, log_level: str) -> GpucostConfig:
     setup_logging(log_format.value, log_level)
-    gpucost.collector.load_all()
-    try:
+    with _exit_on_errors():
         settings = load_config(config_path)
-    except ConfigError as error:
-        _fail_config(str(error))
-        raise  # unreachable: _fail_config exits
     for warning in permission_warnings(settings):
         logger.warning(warning)
     return settings
 
 
 def _fail_config(message: str) -> None:
-    errors.print(f"[bold red]config error:[/] {message}", highlight=False, soft_wrap=True)
+    _complain("config error", message)
     raise typer.Exit(EXIT_CONFIG)
+
+
+def _complain(label: str, message: object) -> None:
+    """One line on stderr: the label in red, then the message as it is (never read as markup)."""
+    errors.print(f"[bold red]{label}:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
 @contextmanager
@@ -96,10 +101,10 @@ def _exit_on_errors(*usage_errors: type[Exception]) -> Iterator[None]:
     except usage_errors as error:
         _fail_config(str(error))
     except GpucostError as error:
-        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        _complain("error", error)
         raise typer.Exit(EXIT_INCOMPLETE) from None
     except OSError as error:  # the lake's folder is a file, a disk is full, a permission
-        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        _complain("error", error)
         raise typer.Exit(EXIT_INCOMPLETE) from None
 
 
@@ -143,7 +148,7 @@ def collect_command(
         runtime = Runtime.from_config(settings)
         manifest = collect(runtime, window, source_names=source or None)
     _print_sources(manifest)
-    console.print(f"manifest: {runtime.lake.storage.url(f'_runs/{manifest.run_id}.json')}")
+    console.print(f"manifest: {runtime.lake.storage.url(manifest.path)}")
     raise typer.Exit(_exit_status(manifest))
 
 
@@ -168,14 +173,10 @@ def nightly_command(
     if as_of is not None and as_of > today:
         # The night of D collects the days before D: a future night has nothing to read yet.
         _fail_config(f"--date {as_of} is in the future (today is {today}, UTC)")
-    window = (
-        nightly_window(settings, today=None)
-        if as_of is None
-        else Window.trailing(as_of, settings.nightly.lookback_days)
-    )
+    window = nightly_window(settings, night=as_of)
     with _exit_on_errors():
         runtime = Runtime.from_config(settings)
-        with _run_lock(settings, "nightly"):
+        with take_run_lock(settings, "nightly"):
             result = run_nightly(runtime, window, command="nightly")
     manifest = result.manifest
     _print_sources(manifest)
@@ -192,42 +193,17 @@ def nightly_command(
     for source in manifest.sources:
         if source.quarantine:
             console.print(f"  quarantine ({source.name}): {source.quarantine}", soft_wrap=True)
-    labels = {
-        "summarise": "summary",
-        "allocate": "allocation",
-        "report": "report",
-        "export": "export",
-        "digest": "digest",
-    }
-    for stage, label in labels.items():
-        for output in result.outputs(stage):
-            console.print(f"  {label + ':':<11} {output}", soft_wrap=True, highlight=False)
-    manifest_url = runtime.lake.storage.url(f"_runs/{manifest.run_id}.json")
-    console.print(f"  manifest:   {manifest_url}", soft_wrap=True)
+    for label, output in result.written():
+        console.print(f"  {label + ':':<11} {output}", soft_wrap=True, highlight=False)
+    console.print(f"  manifest:   {runtime.lake.storage.url(manifest.path)}", soft_wrap=True)
     raise typer.Exit(_night_exit_status(result))
-
-
-def _run_lock(settings: GpucostConfig, command: str) -> RunLock:
-    """The run lock, taken; LockHeldError (a GpucostError: exit 1) when another run holds it."""
-    lock = RunLock(lock_path(settings), command=command)
-    lock.acquire()
-    return lock
-
-
-def _night_document(runtime: Runtime, window_end: date) -> dict[str, Any] | None:
-    night = latest_night(read_manifests(runtime.lake), window_end)
-    return None if night is None else night.to_dict()
 
 
 def _night_exit_status(result: NightlyResult) -> int:
     status = _exit_status(result.manifest)
     for stage in result.manifest.stages:
         if stage.status == "failed":
-            errors.print(
-                f"[bold red]failed:[/] stage {stage.name}: {stage.error}",
-                highlight=False,
-                soft_wrap=True,
-            )
+            _complain("failed", f"stage {stage.name}: {stage.error}")
     if result.config_errors:
         return EXIT_CONFIG
     return status
@@ -265,7 +241,7 @@ def backfill_command(
     with _exit_on_errors():
         runtime = Runtime.from_config(settings)
         with (
-            _run_lock(settings, "backfill"),
+            take_run_lock(settings, "backfill"),
             Progress(
                 TextColumn("[bold]backfill[/] {task.description}"),
                 BarColumn(),
@@ -298,11 +274,7 @@ def backfill_command(
     bad = [outcome for outcome in outcomes if outcome.status in ("incomplete", "failed")]
     for outcome in bad:
         for problem in outcome.problems or ["not complete"]:
-            errors.print(
-                f"[bold red]{outcome.status}:[/] {outcome.day}: {problem} (run {outcome.run_id})",
-                highlight=False,
-                soft_wrap=True,
-            )
+            _complain(outcome.status, f"{outcome.day}: {problem} (run {outcome.run_id})")
     raise typer.Exit(EXIT_INCOMPLETE if bad else EXIT_OK)
 
 
@@ -348,14 +320,8 @@ def serve_command(
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    try:
+    with _exit_on_errors():  # OSError: the port is taken, the job store's folder is not writable
         status = serve(settings, stop)
-    except ConfigError as error:
-        _fail_config(str(error))
-        return
-    except OSError as error:  # the port is taken, the job store's folder is not writable
-        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_INCOMPLETE) from None
     raise typer.Exit(status)
 
 
@@ -388,7 +354,7 @@ def synth_command(
     setup_logging("text", "WARNING")
     first = _parse_day(start, "--start")
     assert first is not None
-    try:
+    with _exit_on_errors(ValueError):
         summary = generate(
             out_dir,
             gpus=gpus,
@@ -398,9 +364,6 @@ def synth_command(
             start=first,
             usage_format=usage_format.value,
         )
-    except ValueError as error:
-        _fail_config(str(error))
-        return
     console.print(
         f"synthetic fleet: {summary.hosts} hosts, {summary.gpus} GPUs, {summary.projects} "
         f"projects, {summary.people} people, {summary.billing_rows} billing rows "
@@ -430,28 +393,21 @@ def allocate_command(
     Replaces the window's days of the allocation table and prints cost per project and the
     reconciliation with billing (billed minus allocated, per day and currency: always 0).
     """
-    from gpucost.nightly import project_overview
-    from gpucost.pipeline import run_allocation
-
     settings = _load(config, log_format, log_level)
     first, last = _parse_day(since, "--since"), _parse_day(until, "--until")
     assert first is not None
     with _exit_on_errors(ValueError):
         window = Window.days_inclusive(first, last or first)
         runtime = Runtime.from_config(settings)
-        result = run_allocation(runtime, window)
-    _print_overview(project_overview(result.allocation), window)
-    reconciliation = result.reconciliation
-    unbalanced = reconciliation.filter(
-        (pl.col("difference") != 0) | (pl.col("billed_difference") != 0)
-    )
+        result = allocate_window(runtime, window)
+    _print_overview(result.overview, window)
     console.print(
-        f"reconciliation: {reconciliation.height} day x currency rows, "
-        f"{unbalanced.height} with a difference",
+        f"reconciliation: {result.reconciliation.height} day x currency rows, "
+        f"{result.unbalanced.height} with a difference",
         highlight=False,
     )
     if result.allocation.height == 0:
-        errors.print(f"[bold red]incomplete:[/] nothing to allocate in {window}", soft_wrap=True)
+        _complain("incomplete", f"nothing to allocate in {window}")
         raise typer.Exit(EXIT_INCOMPLETE)
 
 
@@ -463,26 +419,19 @@ def export_command(
     log_level: LogLevelArg = "INFO",
 ) -> None:
     """Write a month's chargeback exports (CSV, Parquet, manifest) under out_dir/exports."""
-    from gpucost.reports.exports import build_exports, month_bounds, write_exports
+    from gpucost.reports.exports import month_bounds
 
     settings = _load(config, log_format, log_level)
-    try:
-        first, following = month_bounds(month)
-    except ValueError as error:
-        _fail_config(str(error))
-        return
-    try:
+    with _exit_on_errors(ValueError):
+        first, _ = month_bounds(month)
+    with _exit_on_errors():
         runtime = Runtime.from_config(settings)
-        allocation = runtime.lake.scan(ALLOCATION, Window(first, following)).collect()
-        written = write_exports(build_exports(allocation, month), runtime.out.storage.put_atomic)
-    except GpucostError as error:
-        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_INCOMPLETE) from None
-    if allocation.height == 0:
-        errors.print(f"[bold red]incomplete:[/] no allocation rows for {month}", soft_wrap=True)
-    for path in written:
-        console.print(runtime.out.storage.url(path), soft_wrap=True, highlight=False)
-    raise typer.Exit(EXIT_OK if allocation.height else EXIT_INCOMPLETE)
+        exported = export_month(runtime, first)
+    if exported.allocation_rows == 0:
+        _complain("incomplete", f"no allocation rows for {month}")
+    for location in exported.locations:
+        console.print(location, soft_wrap=True, highlight=False)
+    raise typer.Exit(EXIT_OK if exported.allocation_rows else EXIT_INCOMPLETE)
 
 
 @app.command("digest")
@@ -498,36 +447,25 @@ def digest_command(
     log_level: LogLevelArg = "INFO",
 ) -> None:
     """Send (or print) the Slack digest of a day, from the lake."""
-    from gpucost.reports.digest import build_digest, payloads_json
-    from gpucost.reports.slack import send_digest
+    from gpucost.reports.digest import payloads_json
 
     settings = _load(config, log_format, log_level)
     last = _parse_day(day, "--date") or nightly_window(settings).end - timedelta(days=1)
-    after = last + timedelta(days=1)
-    previous_month = (last.replace(day=1) - timedelta(days=1)).replace(day=1)
     if not dry_run and settings.reports.slack_webhook is None:
         _fail_config("[reports] slack_webhook is not set (use --dry-run to print the payloads)")
         return
     with _exit_on_errors():
         runtime = Runtime.from_config(settings)
-        payloads = build_digest(
-            runtime.lake.scan(ALLOCATION, Window(previous_month, after)).collect(),
-            runtime.lake.scan(FINDINGS, Window(last, after)).collect(),
-            _night_document(runtime, after),
-            day=last,
-            top_findings=settings.reports.top_findings,
-        )
-        if dry_run:
-            sys.stdout.write(payloads_json(payloads))
-            return
-        assert settings.reports.slack_webhook is not None
-        delivery = send_digest(payloads, settings.reports.slack_webhook.resolve())
+        digest = digest_day(runtime, last, send=not dry_run)
+    delivery = digest.delivery
+    if delivery is None:
+        sys.stdout.write(payloads_json(digest.payloads))
+        return
     for failure in delivery.failures:
-        errors.print(
-            f"[bold red]not delivered:[/] message {failure.message} to {delivery.destination}: "
+        _complain(
+            "not delivered",
+            f"message {failure.message} to {delivery.destination}: "
             f"status {failure.status}, {failure.reason}",
-            highlight=False,
-            soft_wrap=True,
         )
     console.print(f"{delivery.delivered} digest messages delivered to {delivery.destination}")
     raise typer.Exit(EXIT_OK if delivery.ok else EXIT_INCOMPLETE)
@@ -549,12 +487,7 @@ def agent_command(
     log_level: LogLevelArg = "INFO",
 ) -> None:
     """Sample this host's GPUs through NVML and land hourly gpu_usage rows (SIGTERM stops)."""
-    from gpucost.collector.nvml import (
-        NvmlSettings,
-        run_agent,
-        sampler_from_settings,
-        spool_from_settings,
-    )
+    from gpucost.collector.nvml import NvmlSettings
 
     settings = _load(config, log_format, log_level)
     found = [
@@ -566,25 +499,12 @@ def agent_command(
             if found
             else f"no nvml source{f' named {source!r}' if source else ''} in the config"
         )
-    chosen = found[0]
-    try:
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with _exit_on_errors():
         runtime = Runtime.from_config(settings)
-        sampler = sampler_from_settings(chosen, runtime.context)
-        stop = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
-        stats = run_agent(
-            sampler,
-            interval or chosen.interval_s,
-            0 if once else None,
-            lambda rows: land_gpu_usage(runtime, chosen.name, rows),
-            source=chosen.name,
-            spool=spool_from_settings(chosen, runtime.context),
-            stop=stop,
-        )
-    except GpucostError as error:
-        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_INCOMPLETE) from None
+        stats = run_gpu_agent(runtime, found[0], interval_s=interval, once=once, stop=stop)
     console.print(f"{stats.rounds} rounds, {stats.rows_written} rows landed")
     raise typer.Exit(EXIT_OK if stats.rows_written else EXIT_INCOMPLETE)
 
@@ -599,10 +519,8 @@ def config_check_command(
     from gpucost.scheduler import validate_schedules
 
     settings = _load(config, log_format, log_level)
-    try:
+    with _exit_on_errors():
         validate_schedules(settings)
-    except ConfigError as error:
-        _fail_config(str(error))
     console.print_json(settings.model_dump_json(indent=2))
     console.print(
         f"[green]ok[/]: {config} is valid ({len(settings.sources)} sources, "
@@ -614,9 +532,7 @@ def config_check_command(
 def _exit_status(manifest: RunManifest) -> int:
     for gap in manifest.gaps:
         reason = gap.error or "returned no rows for the window"
-        errors.print(
-            f"[bold red]incomplete:[/] source {gap.name}: {reason}", highlight=False, soft_wrap=True
-        )
+        _complain("incomplete", f"source {gap.name}: {reason}")
     return EXIT_INCOMPLETE if manifest.status != "complete" else EXIT_OK
 
 
@@ -733,7 +649,7 @@ def main() -> None:
     try:
         app()
     except GpucostError as error:  # anything a command did not handle itself
-        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        _complain("error", error)
         sys.exit(EXIT_INCOMPLETE)
 
 

@@ -122,6 +122,16 @@ class RunLock:
         self.release()
 
 
+def take_run_lock(config: GpucostConfig, command: str) -> RunLock:
+    """The run lock of ``config``'s lake, taken for ``command``; LockHeldError when it is not free.
+
+    Use the returned lock as a context manager to give it back.
+    """
+    lock = RunLock(lock_path(config), command=command)
+    lock.acquire()
+    return lock
+
+
 def _read_holder(descriptor: int) -> dict[str, Any]:
     try:
         text = os.pread(descriptor, 4096, 0).decode("utf-8", "replace").strip()

@@ -6,7 +6,7 @@ matching rule), ``allocate`` (the allocator: every cost and FTE attributed, GPU 
 use), ``report`` (findings and the HTML report), ``export`` (finance exports) and ``digest``
 (Slack), each naming the stages whose results it ``needs``::
 
-    NightlyStage("export", export_stage, needs=("allocate",)),
+    NightlyStage("export", export_stage, label="export", needs=("allocate",)),
 
 Each stage's outcome (status, duration, error, outputs) is recorded in the run manifest's
 ``stages``. A stage that fails does not stop the others, except those that need it, which are
@@ -14,16 +14,20 @@ Each stage's outcome (status, duration, error, outputs) is recorded in the run m
 ``running`` before the stages start, so a night that dies during a stage never reads as
 complete.
 
-This module is what ``gpucost nightly``, ``gpucost backfill`` and ``gpucost serve`` share.
+This module is what ``gpucost nightly``, ``gpucost backfill`` and ``gpucost serve`` share. The
+stages that the CLI also runs on their own (``gpucost allocate``, ``export``, ``digest``) are thin
+wrappers over one function each (:func:`allocate_window`, :func:`export_month`,
+:func:`digest_payloads`), which those commands call too.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import Any
 
 import polars as pl
 
@@ -37,14 +41,20 @@ from gpucost.core.contracts import (
     INVENTORY,
 )
 from gpucost.core.errors import ConfigError, GpucostError
-from gpucost.core.manifest import RunManifest, StageRun, write_manifest
+from gpucost.core.manifest import (
+    RunManifest,
+    StageRun,
+    latest_night,
+    read_manifests,
+    write_manifest,
+)
 from gpucost.core.window import Window
 from gpucost.pipeline import Runtime, collect, run_allocation, summarise_costs, write_summary
 from gpucost.reports.digest import build_digest, payloads_json
-from gpucost.reports.exports import build_exports, write_exports
+from gpucost.reports.exports import build_exports, month_bounds, write_exports
 from gpucost.reports.findings import FleetData, find_all
 from gpucost.reports.html_report import render_html_report, write_html_report
-from gpucost.reports.slack import send_digest
+from gpucost.reports.slack import DeliveryReport, send_digest
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +80,8 @@ class NightlyStage:
 
     name: str
     run: StageFunction
+    label: str
+    """What the stage's outputs are, as ``gpucost nightly`` lists them (``summary``)."""
     needs: tuple[str, ...] = ()
     """Stages that must have succeeded first; otherwise this one is skipped."""
 
@@ -81,18 +93,41 @@ def summarise_stage(context: StageContext) -> list[str]:
     return [write_summary(context.runtime, context.window, summary)]
 
 
-def allocate_stage(context: StageContext) -> list[str]:
-    """Attribute the window's costs and headcount to projects; land the allocation table.
+@dataclass(frozen=True)
+class Allocated:
+    """A window's allocation as landed in the lake, and its reconciliation with billing."""
 
-    Also writes the reconciliation (billed vs allocated per day and currency; the differences
-    are always 0) as CSV under ``out_dir/summary``.
-    """
-    runtime, window = context.runtime, context.window
+    allocation: pl.DataFrame
+    reconciliation: pl.DataFrame
+    """Billed minus allocated, per day and currency: every difference is 0."""
+
+    @property
+    def overview(self) -> pl.DataFrame:
+        """Per project and currency, as :func:`project_overview` sums it."""
+        return project_overview(self.allocation)
+
+    @property
+    def unbalanced(self) -> pl.DataFrame:
+        """Reconciliation rows with a difference (none, unless the allocator has a bug)."""
+        return self.reconciliation.filter(
+            (pl.col("difference") != 0) | (pl.col("billed_difference") != 0)
+        )
+
+
+def allocate_window(runtime: Runtime, window: Window) -> Allocated:
+    """Attribute the window's costs and headcount to projects; land the allocation table."""
     result = run_allocation(runtime, window)
-    context.frames["allocation"] = result.allocation
-    context.frames["allocation_overview"] = project_overview(result.allocation)
+    return Allocated(result.allocation, result.reconciliation)
+
+
+def allocate_stage(context: StageContext) -> list[str]:
+    """:func:`allocate_window`, and its reconciliation as CSV under ``out_dir/summary``."""
+    runtime, window = context.runtime, context.window
+    allocated = allocate_window(runtime, window)
+    context.frames["allocation"] = allocated.allocation
+    context.frames["allocation_overview"] = allocated.overview
     relative = f"summary/reconciliation_{window.start}_{window.end}.csv"
-    runtime.out.storage.put_atomic(relative, result.reconciliation.write_csv().encode())
+    runtime.out.storage.put_atomic(relative, allocated.reconciliation.write_csv().encode())
     return [
         runtime.lake.storage.url(f"{ALLOCATION.name}/"),
         runtime.out.storage.url(relative),
@@ -123,9 +158,9 @@ def _last_day(context: StageContext) -> date:
     return context.window.end - timedelta(days=1)
 
 
-def _allocation(context: StageContext, first: date) -> pl.DataFrame:
-    """Allocation rows from ``first`` to the window's end (exports and digests span months)."""
-    return context.runtime.lake.scan(ALLOCATION, Window(first, context.window.end)).collect()
+def _allocation(runtime: Runtime, first: date, end: date) -> pl.DataFrame:
+    """Allocation rows from ``first`` to ``end`` (exports and digests span months)."""
+    return runtime.lake.scan(ALLOCATION, Window(first, end)).collect()
 
 
 def report_stage(context: StageContext) -> list[str]:
@@ -145,7 +180,7 @@ def report_stage(context: StageContext) -> list[str]:
     lake.write_window(FINDINGS, "reports", Window(day, window.end), findings)
     html = render_html_report(
         day=day,
-        allocation=_allocation(context, window.start),
+        allocation=_allocation(context.runtime, window.start, window.end),
         gpu_usage=lake.scan(GPU_USAGE, window),
         findings=findings,
         manifest=context.manifest.to_dict(),
@@ -154,11 +189,88 @@ def report_stage(context: StageContext) -> list[str]:
     return [out.url(write_html_report(html, out.put_atomic, f"reports/{day}.html"))]
 
 
+@dataclass(frozen=True)
+class Exported:
+    """A month's exports as written."""
+
+    locations: list[str]
+    """URLs (or paths) of the files and the export manifest."""
+    allocation_rows: int
+    """Allocation rows the month had: 0 means the exports are empty."""
+
+
+def export_month(runtime: Runtime, month: date, end: date | None = None) -> Exported:
+    """The finance exports (CSV, Parquet, manifest with SHA-256) of the month of ``month``.
+
+    ``end`` (exclusive) stops a month still running at the night's last day; by default the
+    whole month is read.
+    """
+    first, following = month_bounds(month)
+    allocation = _allocation(runtime, first, end or following)
+    out = runtime.out.storage
+    written = write_exports(build_exports(allocation, month), out.put_atomic)
+    return Exported([out.url(path) for path in written], allocation.height)
+
+
 def export_stage(context: StageContext) -> list[str]:
-    """The month-to-date finance exports (CSV, Parquet, manifest with SHA-256)."""
-    day, out = _last_day(context), context.runtime.out.storage
-    bundle = build_exports(_allocation(context, day.replace(day=1)), day)
-    return [out.url(path) for path in write_exports(bundle, out.put_atomic)]
+    """The month-to-date finance exports (:func:`export_month`)."""
+    return export_month(context.runtime, _last_day(context), context.window.end).locations
+
+
+def digest_payloads(
+    runtime: Runtime,
+    day: date,
+    findings: pl.DataFrame,
+    night: RunManifest | None,
+    *,
+    links: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """The Slack digest of ``day``: its findings, and ``night`` for the completeness line.
+
+    The allocation is read from the first day of the previous month: the digest compares the
+    day with the same days of that month.
+    """
+    previous_month = (day.replace(day=1) - timedelta(days=1)).replace(day=1)
+    return build_digest(
+        _allocation(runtime, previous_month, day + timedelta(days=1)),
+        findings,
+        None if night is None else night.to_dict(),
+        day=day,
+        top_findings=runtime.config.reports.top_findings,
+        links=links,
+    )
+
+
+def send_payloads(runtime: Runtime, payloads: list[dict[str, Any]]) -> DeliveryReport:
+    """Post the payloads to ``[reports] slack_webhook``; ConfigError when it is not set."""
+    webhook = runtime.config.reports.slack_webhook
+    if webhook is None:
+        raise ConfigError("[reports] slack_webhook is not set", path=runtime.config.path)
+    return send_digest(payloads, webhook.resolve())
+
+
+@dataclass(frozen=True)
+class Digest:
+    """A digest built from the lake, and its delivery when it was sent."""
+
+    payloads: list[dict[str, Any]]
+    delivery: DeliveryReport | None = None
+
+
+def digest_day(runtime: Runtime, day: date, *, send: bool) -> Digest:
+    """The digest of ``day`` as the lake has it, sent to Slack when ``send``.
+
+    The findings are those the night landed for ``day``; the completeness line speaks of the
+    latest finished night that reported ``day`` (:func:`~gpucost.core.manifest.latest_night`).
+    """
+    after = day + timedelta(days=1)
+    payloads = digest_payloads(
+        runtime,
+        day,
+        runtime.lake.scan(FINDINGS, Window(day, after)).collect(),
+        latest_night(read_manifests(runtime.lake), after),
+    )
+    return Digest(payloads, send_payloads(runtime, payloads) if send else None)
 
 
 def digest_stage(context: StageContext) -> list[str]:
@@ -167,24 +279,19 @@ def digest_stage(context: StageContext) -> list[str]:
     The kept copy is what was (or would have been) sent, so a night without Slack still shows
     its digest, and a failed delivery can be read afterwards.
     """
-    settings, day = context.runtime.config.reports, _last_day(context)
-    previous_month = (day.replace(day=1) - timedelta(days=1)).replace(day=1)
-    links = {"HTML report": f"{settings.report_url}/{day}.html"} if settings.report_url else None
-    payloads = build_digest(
-        _allocation(context, previous_month),
-        context.frames["findings"],
-        context.manifest.to_dict(),
-        day=day,
-        top_findings=settings.top_findings,
-        links=links,
+    runtime, day = context.runtime, _last_day(context)
+    report_url = runtime.config.reports.report_url
+    links = {"HTML report": f"{report_url}/{day}.html"} if report_url else None
+    payloads = digest_payloads(
+        runtime, day, context.frames["findings"], context.manifest, links=links
     )
-    out = context.runtime.out.storage
+    out = runtime.out.storage
     relative = f"digest/{day}.json"
     out.put_atomic(relative, payloads_json(payloads).encode())
     written = [out.url(relative)]
-    if settings.slack_webhook is None:
+    if runtime.config.reports.slack_webhook is None:
         return written
-    delivery = send_digest(payloads, settings.slack_webhook.resolve())
+    delivery = send_payloads(runtime, payloads)
     if not delivery.ok:
         failure = delivery.failures[0]
         raise GpucostError(
@@ -195,11 +302,11 @@ def digest_stage(context: StageContext) -> list[str]:
 
 
 NIGHTLY_STAGES: tuple[NightlyStage, ...] = (
-    NightlyStage("summarise", summarise_stage),
-    NightlyStage("allocate", allocate_stage),
-    NightlyStage("report", report_stage),
-    NightlyStage("export", export_stage, needs=("allocate",)),
-    NightlyStage("digest", digest_stage, needs=("allocate", "report")),
+    NightlyStage("summarise", summarise_stage, label="summary"),
+    NightlyStage("allocate", allocate_stage, label="allocation"),
+    NightlyStage("report", report_stage, label="report"),
+    NightlyStage("export", export_stage, label="export", needs=("allocate",)),
+    NightlyStage("digest", digest_stage, label="digest", needs=("allocate", "report")),
 )
 """The stages every night runs after collection, in order."""
 
@@ -213,6 +320,8 @@ class NightlyResult:
     frames: dict[str, pl.DataFrame]
     config_errors: list[str] = field(default_factory=list)
     """Stages that failed because the configuration is wrong (the CLI exits 2 for these)."""
+    stages: Sequence[NightlyStage] = ()
+    """The stages the night ran, in order."""
 
     @property
     def summary(self) -> pl.DataFrame | None:
@@ -225,6 +334,12 @@ class NightlyResult:
             if record.name == stage:
                 return list(record.outputs)
         return []
+
+    def written(self) -> list[tuple[str, str]]:
+        """``(label, location)`` of everything the stages wrote, in the stages' order."""
+        return [
+            (stage.label, output) for stage in self.stages for output in self.outputs(stage.name)
+        ]
 
 
 def run_nightly(
@@ -241,7 +356,7 @@ def run_nightly(
     """
     manifest = collect(runtime, window, command=command)
     context = StageContext(runtime, window, manifest)
-    result = NightlyResult(manifest, window, context.frames)
+    result = NightlyResult(manifest, window, context.frames, stages=stages)
     if not stages:
         return result
     manifest.status, manifest.finished_at = "running", None

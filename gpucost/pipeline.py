@@ -6,16 +6,16 @@ Each source runs on its own: one that fails is recorded (error, duration) and th
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-import gpucost.collector
 from gpucost.allocator.allocate import SOURCE as ALLOCATOR_SOURCE
 from gpucost.allocator.allocate import AllocationResult, allocate, gpu_resources
 from gpucost.allocator.days import separable_runs
@@ -33,9 +33,12 @@ from gpucost.core.contracts import (
 )
 from gpucost.core.errors import ContractError, GpucostError
 from gpucost.core.lake import Lake, day_of, part_as_dict
-from gpucost.core.manifest import RunManifest, SourceRun, new_run_id
+from gpucost.core.manifest import RunManifest, SourceRun, new_run_id, write_manifest
 from gpucost.core.storage import open_storage
 from gpucost.core.window import Window
+
+if TYPE_CHECKING:  # the agent's module imports NVML helpers only a GPU host needs
+    from gpucost.collector.nvml import AgentStats, NvmlSettings
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +58,6 @@ class Runtime:
         cls, config: GpucostConfig, *, boto3_session_factory: Callable[[], Any] | None = None
     ) -> Runtime:
         """Open the lake and outputs the config names."""
-        gpucost.collector.load_all()
         options = config.storage_options()
         s3_client = None
         if boto3_session_factory is not None and (
@@ -81,9 +83,15 @@ class Runtime:
         return cls(config=config, lake=lake, out=out, context=context)
 
 
-def nightly_window(config: GpucostConfig, today: date | None = None) -> Window:
-    """The days a night collects: ``lookback_days`` before ``as_of`` (default: today, UTC)."""
-    as_of = config.nightly.as_of or today or datetime.now(UTC).date()
+def nightly_window(
+    config: GpucostConfig, today: date | None = None, *, night: date | None = None
+) -> Window:
+    """The days a night collects: ``lookback_days`` before its date.
+
+    The night's date is ``night`` (``gpucost nightly --date``), else ``[nightly] as_of``, else
+    ``today`` (default: today, UTC).
+    """
+    as_of = night or config.nightly.as_of or today or datetime.now(UTC).date()
     return Window.trailing(as_of, config.nightly.lookback_days)
 
 
@@ -105,15 +113,14 @@ def collect(
         config_path=config.path,
         started_at=runtime.clock().isoformat(),
     )
-    manifest_path = f"_runs/{manifest.run_id}.json"
-    runtime.lake.write_json(manifest_path, manifest.to_dict())
+    write_manifest(runtime.lake, manifest)
     for settings in selected:
         if not settings.enabled and not source_names:
             manifest.sources.append(SourceRun(settings.name, settings.kind, status="disabled"))
             continue
         manifest.sources.append(collect_source(runtime, settings, window, manifest.run_id))
     manifest.finish(runtime.clock())
-    runtime.lake.write_json(manifest_path, manifest.to_dict())
+    write_manifest(runtime.lake, manifest)
     return manifest
 
 
@@ -188,6 +195,33 @@ def land_gpu_usage(runtime: Runtime, source: str, rows: pl.DataFrame) -> None:
         landed = runtime.lake.read(GPU_USAGE, window, sources=[source])
         merged = merge_rollups([landed, part], source)
         runtime.lake.write_window(GPU_USAGE, source, window, merged)
+
+
+def run_gpu_agent(
+    runtime: Runtime,
+    source: NvmlSettings,
+    *,
+    interval_s: float | None = None,
+    once: bool = False,
+    stop: threading.Event | None = None,
+) -> AgentStats:
+    """Sample this host's GPUs for an ``nvml`` source; land each hour's rows as it completes.
+
+    Samples every ``interval_s`` seconds (default: the source's ``interval_s``) until ``stop``
+    is set, or one round when ``once``; rows are merged into the lake by
+    :func:`land_gpu_usage`.
+    """
+    from gpucost.collector.nvml import run_agent, sampler_from_settings, spool_from_settings
+
+    return run_agent(
+        sampler_from_settings(source, runtime.context),
+        interval_s or source.interval_s,
+        0 if once else None,
+        lambda rows: land_gpu_usage(runtime, source.name, rows),
+        source=source.name,
+        spool=spool_from_settings(source, runtime.context),
+        stop=stop,
+    )
 
 
 def _first_reject(rejects: pl.DataFrame) -> str:

@@ -53,7 +53,7 @@ from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import
 from gpucost.config import GpucostConfig, load_config
 from gpucost.core.errors import ConfigError
 from gpucost.httpd import EndpointServer
-from gpucost.lock import LockHeldError, RunLock, lock_path
+from gpucost.lock import LockHeldError, take_run_lock
 from gpucost.metrics import ServeMetrics, business_figures
 from gpucost.nightly import run_nightly
 from gpucost.pipeline import Runtime, collect, nightly_window
@@ -123,14 +123,13 @@ def run_source_job(config_path: str, source_name: str) -> None:
         return
     if state is not None:
         state.metrics.record_manifest(manifest)
-    for source in manifest.sources:
-        if source.status in ("failed", "empty"):
-            logger.warning(
-                "scheduled run of source %s: %s (run %s)",
-                source.name,
-                source.error or "no rows for the window",
-                manifest.run_id,
-            )
+    for source in manifest.gaps:
+        logger.warning(
+            "scheduled run of source %s: %s (run %s)",
+            source.name,
+            source.error or "no rows for the window",
+            manifest.run_id,
+        )
 
 
 def run_nightly_job(config_path: str) -> None:
@@ -138,8 +137,7 @@ def run_nightly_job(config_path: str) -> None:
     state = _state
     try:
         config = load_config(config_path)
-        lock = RunLock(lock_path(config), command="serve nightly")
-        lock.acquire()
+        lock = take_run_lock(config, "serve nightly")
     except LockHeldError as error:
         logger.warning("nightly skipped: %s", error)
         if state is not None:
