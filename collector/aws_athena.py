@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
@@ -162,28 +161,9 @@ class AwsAthena:
     output_tables: ClassVar[tuple[str, ...]] = ("billing",)
     Settings: ClassVar[type[SourceSettings]] = AwsAthenaSettings
 
-    def __init__(
-        self,
-        name: str,
-        clients: AwsClients,
-        settings: AwsAthenaSettings,
-        *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.name = name
-        self.clients = clients
-        self.settings = settings
-        self.clock = clock
-        self.sleep = sleep
-
-    @classmethod
-    def from_settings(cls, settings: SourceSettings, context: CollectorContext) -> AwsAthena:
-        """Build from a ``[[sources]]`` entry."""
-        assert isinstance(settings, AwsAthenaSettings)
-        return cls(
-            settings.name, AwsClients.for_source(settings, context), settings, clock=context.clock
-        )
+    def __init__(self, settings: AwsAthenaSettings, context: CollectorContext) -> None:
+        self.settings, self.context, self.name = settings, context, settings.name
+        self.clients = AwsClients.for_source(settings, context)
 
     def collect(self, window: Window) -> Collected:
         """Run the window's query and return its rows as billing rows."""
@@ -213,7 +193,12 @@ class AwsAthena:
         )
         rows, columns = self._results(client, execution_id)
         billing, rejects = to_billing(
-            rows, columns, settings, self.name, self.clock(), origin=f"athena:{execution_id}"
+            rows,
+            columns,
+            settings,
+            self.name,
+            self.context.clock(),
+            origin=f"athena:{execution_id}",
         )
         notes: dict[str, Any] = {
             "athena_query_execution_id": execution_id,
@@ -250,7 +235,7 @@ class AwsAthena:
                     f"Athena query {execution_id} still {state} after {waited:.0f} s; stopped it "
                     "(raise max_wait_s, or prune partitions with partition_style)",
                 )
-            self.sleep(delay)
+            self.context.sleep(delay)
             waited += delay
             delay = min(delay * 2, self.settings.poll_max_s)
 

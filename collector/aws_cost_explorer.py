@@ -36,8 +36,8 @@ last 14 days, after opting in, with a ``Filter`` and DAILY or HOURLY granularity
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
@@ -192,48 +192,27 @@ class AwsCostExplorer:
     output_tables: ClassVar[tuple[str, ...]] = ("billing",)
     Settings: ClassVar[type[SourceSettings]] = CostExplorerSettings
 
-    def __init__(
-        self,
-        name: str,
-        clients: AwsClients,
-        *,
-        group_by: list[str],
-        effective_cost_metric: EffectiveMetric = "AmortizedCost",
-        with_resources: bool = False,
-        resource_services: list[str] | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        self.name = name
-        self.clients = clients
-        self.group_by = resource_group_by(group_by) if with_resources else list(group_by)
-        self.effective_cost_metric = effective_cost_metric
-        self.with_resources = with_resources
-        self.resource_services = list(resource_services or [])
-        self.clock = clock
-
-    @classmethod
-    def from_settings(cls, settings: SourceSettings, context: CollectorContext) -> AwsCostExplorer:
-        """Build from a ``[[sources]]`` entry."""
-        assert isinstance(settings, CostExplorerSettings)
-        return cls(
-            settings.name,
-            AwsClients.for_source(settings, context),
-            group_by=settings.group_by,
-            effective_cost_metric=settings.effective_cost_metric,
-            with_resources=settings.with_resources,
-            resource_services=settings.resource_services,
-            clock=context.clock,
+    def __init__(self, settings: CostExplorerSettings, context: CollectorContext) -> None:
+        self.settings, self.context, self.name = settings, context, settings.name
+        self.clients = AwsClients.for_source(settings, context)
+        self.group_by = (
+            resource_group_by(settings.group_by) if settings.with_resources else settings.group_by
         )
+        """What results are grouped by (RESOURCE_ID added when ``with_resources``)."""
 
     @property
     def operation(self) -> str:
         """The boto3 operation this source calls."""
-        return "get_cost_and_usage_with_resources" if self.with_resources else "get_cost_and_usage"
+        return (
+            "get_cost_and_usage_with_resources"
+            if self.settings.with_resources
+            else "get_cost_and_usage"
+        )
 
     def collect(self, window: Window) -> Collected:
         """Every day of ``window``, one row per day and group."""
-        now = self.clock()
-        if self.with_resources:
+        now = self.context.clock()
+        if self.settings.with_resources:
             earliest = now.date() - timedelta(days=RESOURCE_LOOKBACK_DAYS)
             if window.start < earliest:
                 raise CollectorError(
@@ -273,7 +252,7 @@ class AwsCostExplorer:
         request: dict[str, Any] = {
             "TimePeriod": {"Start": window.start.isoformat(), "End": window.end.isoformat()},
             "Granularity": "DAILY",
-            "Metrics": ["UnblendedCost", self.effective_cost_metric, "UsageQuantity"],
+            "Metrics": ["UnblendedCost", self.settings.effective_cost_metric, "UsageQuantity"],
         }
         if self.group_by:
             request["GroupBy"] = [
@@ -282,8 +261,10 @@ class AwsCostExplorer:
                 else {"Type": "DIMENSION", "Key": entry}
                 for entry in self.group_by
             ]
-        if self.with_resources:
-            request["Filter"] = {"Dimensions": {"Key": "SERVICE", "Values": self.resource_services}}
+        if self.settings.with_resources:
+            request["Filter"] = {
+                "Dimensions": {"Key": "SERVICE", "Values": self.settings.resource_services}
+            }
         return request
 
     def _results(self, window: Window) -> Iterator[dict[str, Any]]:
@@ -325,7 +306,7 @@ class AwsCostExplorer:
 
     def _metrics(self, metrics: Mapping[str, Any]) -> dict[str, str | None]:
         billed = metrics.get("UnblendedCost", {})
-        effective = metrics.get(self.effective_cost_metric, {})
+        effective = metrics.get(self.settings.effective_cost_metric, {})
         usage = metrics.get("UsageQuantity", {})
         unit = usage.get("Unit")
         return {

@@ -56,9 +56,9 @@ import json
 import logging
 import re
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -257,48 +257,15 @@ class AwsCur:
     output_tables: ClassVar[tuple[str, ...]] = ("billing",)
     Settings: ClassVar[type[SourceSettings]] = AwsCurSettings
 
-    def __init__(
-        self,
-        name: str,
-        path: str,
-        *,
-        clients: AwsClients | None = None,
-        file_format: FileFormat = "auto",
-        region: str | None = None,
-        storage_options: Mapping[str, str] | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        self.name = name
-        self.path = path
-        self.clients = clients
-        self.file_format = file_format
-        self.region = region
-        self.storage_options = dict(storage_options or {})
-        self.clock = clock
-        self._s3_client: Any | None = None
-
-    @classmethod
-    def from_settings(cls, settings: SourceSettings, context: CollectorContext) -> AwsCur:
-        """Build from a ``[[sources]]`` entry."""
-        assert isinstance(settings, AwsCurSettings)
-        path = settings.path
-        if "://" not in path and not Path(path).is_absolute():
-            path = str(context.working_dir / path)
-        clients = AwsClients.for_source(settings, context) if path.startswith("s3://") else None
-        options = dict(context.storage_options)
-        if clients is not None and clients.endpoint_url:
-            options["aws_endpoint_url"] = clients.endpoint_url
-            if clients.endpoint_url.startswith("http://"):
-                options["aws_allow_http"] = "true"
-        return cls(
-            settings.name,
-            path,
-            clients=clients,
-            file_format=settings.format,
-            region=settings.region or context.storage_options.get("aws_region"),
-            storage_options=options,
-            clock=context.clock,
+    def __init__(self, settings: AwsCurSettings, context: CollectorContext) -> None:
+        self.settings, self.context, self.name = settings, context, settings.name
+        self.path = context.resolve(settings.path)
+        """The s3:// URL, or the local folder or file made absolute."""
+        self.clients = (
+            AwsClients.for_source(settings, context) if self.path.startswith("s3://") else None
         )
+        self.region = settings.region or context.storage_options.get("aws_region")
+        self._s3_client: Any | None = None
 
     def collect(self, window: Window) -> Collected:
         """Read every billing period overlapping ``window``, whole."""
@@ -307,7 +274,7 @@ class AwsCur:
         else:
             raise CollectorError(self.name, f"{self.path}: only s3:// and local paths are read")
         wanted = [d for d in deliveries if d.period is None or _overlaps(d.period, window)]
-        ingested_at = self.clock()
+        ingested_at = self.context.clock()
         frames: list[pl.DataFrame] = []
         rejects: list[pl.DataFrame] = []
         file_notes: dict[str, Any] = {}
@@ -445,7 +412,7 @@ class AwsCur:
         where = f" (listed in {delivery.manifest})" if delivery.manifest else ""
         if _is_parquet(file):
             raw = self._scan_parquet(file, where)
-            kind = _detect(file, raw.collect_schema().names(), self.file_format)
+            kind = _detect(file, raw.collect_schema().names(), self.settings.format)
             if kind == "focus":
                 return _focus_result(
                     file, _parquet_for_focus(raw.collect()), self.name, ingested_at, "parquet"
@@ -460,7 +427,7 @@ class AwsCur:
         if not data.strip():
             return CurReadResult(BILLING.empty(), pl.DataFrame(schema=REJECT_SCHEMA), {"rows": 0})
         header = pl.read_csv(io.BytesIO(data), n_rows=0, infer_schema=False).columns
-        kind = _detect(file, header, self.file_format)
+        kind = _detect(file, header, self.settings.format)
         if kind == "focus":
             return _focus_result(file, data, self.name, ingested_at, "csv")
         frame = pl.read_csv(
@@ -515,11 +482,16 @@ class AwsCur:
         return self._s3_client
 
     def _polars_options(self) -> dict[str, str]:
-        """Polars' object-store options: the store's endpoint plus the boto3 chain's keys."""
-        options = dict(self.storage_options)
+        """Polars' object-store options: the store's or the source's endpoint, the bucket's
+        region and the boto3 chain's keys."""
+        assert self.clients is not None
+        options = dict(self.context.storage_options)
+        if self.clients.endpoint_url:
+            options["aws_endpoint_url"] = self.clients.endpoint_url
+            if self.clients.endpoint_url.startswith("http://"):
+                options["aws_allow_http"] = "true"
         if self.region:
             options.setdefault("aws_region", self.region)
-        assert self.clients is not None
         credentials = self.clients.session().get_credentials()
         if credentials is not None:
             frozen = credentials.get_frozen_credentials()

@@ -16,7 +16,7 @@ what ran and was charged.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -120,31 +120,14 @@ class AwsEc2:
     output_tables: ClassVar[tuple[str, ...]] = ("inventory", "host_metrics")
     Settings: ClassVar[type[SourceSettings]] = AwsEc2Settings
 
-    def __init__(
-        self,
-        name: str,
-        clients: AwsClients,
-        settings: AwsEc2Settings,
-        *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        self.name = name
-        self.clients = clients
-        self.settings = settings
-        self.clock = clock
+    def __init__(self, settings: AwsEc2Settings, context: CollectorContext) -> None:
+        self.settings, self.context, self.name = settings, context, settings.name
+        self.clients = AwsClients.for_source(settings, context)
         self._types: dict[str, InstanceTypeInfo] = {}
-
-    @classmethod
-    def from_settings(cls, settings: SourceSettings, context: CollectorContext) -> AwsEc2:
-        """Build from a ``[[sources]]`` entry."""
-        assert isinstance(settings, AwsEc2Settings)
-        return cls(
-            settings.name, AwsClients.for_source(settings, context), settings, clock=context.clock
-        )
 
     def collect(self, window: Window) -> Collected:
         """Inventory for the window's days and model servers' hourly CPU in the window."""
-        now = self.clock().astimezone(UTC)
+        now = self.context.clock().astimezone(UTC)
         settings = self.settings
         accounts = settings.accounts or [settings.account]
         inventory: list[dict[str, Any]] = []

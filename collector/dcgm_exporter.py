@@ -203,54 +203,13 @@ class DcgmExporter:
     output_tables: ClassVar[tuple[str, ...]] = ("gpu_usage",)
     Settings: ClassVar[type[SourceSettings]] = DcgmExporterSettings
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        targets: Sequence[str] = (),
-        file_sd: Path | None = None,
-        paths: Sequence[str] = (),
-        scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S,
-        timeout_s: float = 10.0,
-        max_workers: int = 32,
-        session: requests.Session | None = None,
-        spool: SampleSpool | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        self.name = name
-        self.targets = [normalise_target(target) for target in targets]
-        self.file_sd = file_sd
-        self.paths = list(paths)
-        self.scrape_interval_s = scrape_interval_s
-        self.timeout_s = timeout_s
-        self.max_workers = max_workers
-        self.session = session
-        self.spool = spool
-        self.clock = clock
-
-    @classmethod
-    def from_settings(cls, settings: SourceSettings, context: CollectorContext) -> DcgmExporter:
-        """Build from a ``[[sources]]`` entry; relative paths resolve against the working dir."""
-        assert isinstance(settings, DcgmExporterSettings)
-
-        def resolve(path: str) -> str:
-            return path if Path(path).is_absolute() else str(context.working_dir / path)
-
-        spool = None
-        if settings.spool_dir is not None:
-            spool = SampleSpool(
-                Path(resolve(settings.spool_dir)), retention_days=settings.spool_retention_days
-            )
-        return cls(
-            settings.name,
-            targets=settings.targets,
-            file_sd=Path(resolve(settings.file_sd)) if settings.file_sd else None,
-            paths=[resolve(path) for path in settings.paths],
-            scrape_interval_s=settings.scrape_interval_s,
-            timeout_s=settings.timeout_s,
-            max_workers=settings.max_workers,
-            spool=spool,
-            clock=context.clock,
+    def __init__(self, settings: DcgmExporterSettings, context: CollectorContext) -> None:
+        self.settings, self.context, self.name = settings, context, settings.name
+        self.targets = [normalise_target(target) for target in settings.targets]
+        self.file_sd = Path(context.resolve(settings.file_sd)) if settings.file_sd else None
+        self.paths = [context.resolve(path) for path in settings.paths]
+        self.spool = SampleSpool.configured(
+            settings.spool_dir, settings.spool_retention_days, context
         )
 
     def collect(self, window: Window) -> Collected:
@@ -265,8 +224,9 @@ class DcgmExporter:
             rejects.append(live.rejects)
             unusable += live.unusable_samples
             if self.spool is not None:
-                self.spool.append(live.samples, now=self.clock())
-                pruned = self.spool.prune(self.clock().date())
+                now = self.context.clock()
+                self.spool.append(live.samples, now=now)
+                pruned = self.spool.prune(now.date())
                 if pruned:
                     notes["spool_days_removed"] = pruned
             else:
@@ -285,7 +245,7 @@ class DcgmExporter:
             samples.append(recorded.samples)
         everything = pl.concat(samples) if samples else empty_samples()
         rows = rollup_hourly(
-            everything, interval_s=self.scrape_interval_s, source=self.name, window=window
+            everything, interval_s=self.settings.scrape_interval_s, source=self.name, window=window
         )
         notes["samples"] = everything.height
         if unusable:
@@ -304,20 +264,16 @@ class DcgmExporter:
         return list(dict.fromkeys(targets))
 
     def _scrape(self, targets: Sequence[str], notes: dict[str, Any]) -> ParsedPages:
-        session = self.session or make_session(self.max_workers)
-        try:
+        with make_session(self.settings.max_workers) as session:
             outcomes = list(
                 scrape_targets(
                     targets,
                     session=session,
-                    timeout_s=self.timeout_s,
-                    max_workers=self.max_workers,
-                    clock=self.clock,
+                    timeout_s=self.settings.timeout_s,
+                    max_workers=self.settings.max_workers,
+                    clock=self.context.clock,
                 )
             )
-        finally:
-            if self.session is None:
-                session.close()
         failed: list[dict[str, str]] = []
         pages: list[Page] = []
         for outcome in outcomes:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import glob
 import io
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -106,52 +105,26 @@ class FocusFiles:
     output_tables: ClassVar[tuple[str, ...]] = ("billing",)
     Settings: ClassVar[type[SourceSettings]] = FocusFilesSettings
 
-    def __init__(
-        self,
-        name: str,
-        path: str,
-        *,
-        file_format: Literal["auto", "csv", "parquet"] = "auto",
-        s3_client: Any | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        self.name = name
-        self.path = path
-        self.file_format = file_format
-        self.s3_client = s3_client
-        self.clock = clock
-
-    @classmethod
-    def from_settings(cls, settings: SourceSettings, context: CollectorContext) -> FocusFiles:
-        """Build from a ``[[sources]]`` entry."""
-        assert isinstance(settings, FocusFilesSettings)
-        s3_client = None
-        if settings.path.startswith("s3://"):
-            session = context.boto3_session()
-            s3_client = session.client(
-                "s3", endpoint_url=context.storage_options.get("aws_endpoint_url")
-            )
-        path = settings.path
-        if "://" not in path and not Path(path).is_absolute():
-            path = str(context.working_dir / path)
-        return cls(
-            settings.name,
-            path,
-            file_format=settings.format,
-            s3_client=s3_client,
-            clock=context.clock,
-        )
+    def __init__(self, settings: FocusFilesSettings, context: CollectorContext) -> None:
+        self.settings, self.context, self.name = settings, context, settings.name
+        self.path = context.resolve(settings.path)
+        """The glob or URL, local paths made absolute against the working directory."""
+        self._s3_client: Any | None = None
 
     def collect(self, window: Window) -> Collected:
         """Read every matching file; rows of the window are returned, others are counted."""
         files = self._list_files()
         if not files:
             raise CollectorError(self.name, f"{self.path} matches no file")
-        ingested_at = self.clock()
+        ingested_at = self.context.clock()
         frames, rejects, dropped = [], [], set()
         for file in files:
             result = read_focus_file(
-                file, self._read_bytes(file), self.name, ingested_at, file_format=self.file_format
+                file,
+                self._read_bytes(file),
+                self.name,
+                ingested_at,
+                file_format=self.settings.format,
             )
             frames.append(result.frame)
             rejects.append(result.rejects)
@@ -186,11 +159,11 @@ class FocusFiles:
             raise CollectorError(self.name, f"cannot read {file}: {error.strerror}") from error
 
     def _s3(self) -> Any:
-        if self.s3_client is None:
-            import boto3
-
-            self.s3_client = boto3.client("s3")
-        return self.s3_client
+        if self._s3_client is None:
+            self._s3_client = self.context.boto3_session().client(
+                "s3", endpoint_url=self.context.storage_options.get("aws_endpoint_url")
+            )
+        return self._s3_client
 
 
 def _list_s3(client: Any, url: str) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -24,6 +24,7 @@ from gpucost.collector.base import Collected, CollectorContext, SourceSettings, 
 from gpucost.collector.gcp_common import (
     PROVIDER_NAME,
     SECONDS_PER_HOUR,
+    client_options,
     describe_google_error,
     frame_from_arrow,
     gpu_sku,
@@ -132,6 +133,9 @@ class GcpBigQuerySettings(SourceSettings):
         description="Refuse a query whose dry run estimates more bytes (also set on the job).",
     )
     job_timeout_s: float = Field(default=900.0, gt=0, description="Wait at most this long.")
+    api_endpoint: str | None = Field(
+        default=None, description="BigQuery API endpoint override (Private Service Connect)."
+    )
 
 
 @dataclass(frozen=True)
@@ -207,61 +211,10 @@ class GcpBigQuery:
     output_tables: ClassVar[tuple[str, ...]] = ("billing",)
     Settings: ClassVar[type[SourceSettings]] = GcpBigQuerySettings
 
-    def __init__(
-        self,
-        name: str,
-        table: str,
-        *,
-        client_factory: Callable[[], Any],
-        location: str | None = None,
-        export: ExportKind = "auto",
-        partition_filter: PartitionFilter = "auto",
-        export_lag_days: int = 5,
-        max_bytes_billed: int = 50 * 2**30,
-        job_timeout_s: float = 900.0,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        if not re.match(TABLE_PATTERN, table):
-            raise ValueError(f"table {table!r} is not project.dataset.table")
-        self.name = name
-        self.table = table
-        self.client_factory = client_factory
-        self.location = location
-        self.export = export
-        self.partition_filter = partition_filter
-        self.export_lag_days = export_lag_days
-        self.max_bytes_billed = max_bytes_billed
-        self.job_timeout_s = job_timeout_s
-        self.clock = clock
-
-    @classmethod
-    def from_settings(cls, settings: SourceSettings, context: CollectorContext) -> GcpBigQuery:
-        """Build from a ``[[sources]]`` entry; the client is created on first use."""
-        assert isinstance(settings, GcpBigQuerySettings)
-        job_project = settings.project or settings.table.rsplit(".", 2)[0]
-        location = settings.location
-
-        def make_client() -> Any:
-            try:
-                from google.cloud import bigquery
-            except ImportError as error:
-                raise MissingDependencyError(
-                    "google-cloud-bigquery", "the gcp-bigquery collector"
-                ) from error
-            return bigquery.Client(project=job_project, location=location)
-
-        return cls(
-            settings.name,
-            settings.table,
-            client_factory=make_client,
-            location=settings.location,
-            export=settings.export,
-            partition_filter=settings.partition_filter,
-            export_lag_days=settings.export_lag_days,
-            max_bytes_billed=settings.max_bytes_billed,
-            job_timeout_s=settings.job_timeout_s,
-            clock=context.clock,
-        )
+    def __init__(self, settings: GcpBigQuerySettings, context: CollectorContext) -> None:
+        """The client is created at each collection, from the context's credentials."""
+        self.settings, self.context, self.name = settings, context, settings.name
+        self.table = settings.table
 
     def collect(self, window: Window) -> Collected:
         """Dry-run, then run the window's aggregation query and map its rows to billing."""
@@ -272,58 +225,65 @@ class GcpBigQuery:
             raise MissingDependencyError(
                 "google-cloud-bigquery", "the gcp-bigquery collector"
             ) from error
-        client = self.client_factory()
+        client = bigquery.Client(
+            project=self.settings.project or self.table.rsplit(".", 2)[0],
+            location=self.settings.location,
+            credentials=self.context.google_credentials(),
+            client_options=client_options(self.settings.api_endpoint),
+        )
         shape = self._table_shape(client, google_exceptions)
         plan = plan_query(
             self.table,
             shape,
             window,
-            partition_filter=self.partition_filter,
-            export_lag_days=self.export_lag_days,
+            partition_filter=self.settings.partition_filter,
+            export_lag_days=self.settings.export_lag_days,
         )
         parameters = [
             bigquery.ScalarQueryParameter(name, kind, value)
             for name, (kind, value) in plan.parameters.items()
         ]
         estimate = self._dry_run(client, bigquery, google_exceptions, plan, parameters)
-        if estimate > self.max_bytes_billed:
+        limit = self.settings.max_bytes_billed
+        if estimate > limit:
             raise CollectorError(
                 self.name,
                 f"dry run of the query on {self.table} for {window} estimates {estimate:,} "
-                f"bytes ({_gib(estimate)}), above max_bytes_billed {self.max_bytes_billed:,} "
-                f"({_gib(self.max_bytes_billed)}); nothing was run. Collect a shorter window, "
+                f"bytes ({_gib(estimate)}), above max_bytes_billed {limit:,} "
+                f"({_gib(limit)}); nothing was run. Collect a shorter window, "
                 f"check that partitions are pruned ({plan.partition_note}) or raise the limit.",
             )
         job_config = bigquery.QueryJobConfig(
             query_parameters=parameters,
-            maximum_bytes_billed=self.max_bytes_billed,  # BigQuery enforces it too
+            maximum_bytes_billed=limit,  # BigQuery enforces it too
             labels={"application": "gpucost", "gpucost-source": self.name},
         )
         try:
             job = client.query(
                 plan.sql,
                 job_config=job_config,
-                location=self.location,
+                location=self.settings.location,
                 job_id_prefix="gpucost_",
                 api_method="INSERT",  # jobs.insert + jobs.getQueryResults
             )
-            rows = job.result(timeout=self.job_timeout_s)
+            rows = job.result(timeout=self.settings.job_timeout_s)
             # Daily rollups are small (days x projects x SKUs), so the REST pages suffice; the
             # BigQuery Storage API would add a dependency and a permission for no gain.
             arrow = rows.to_arrow(create_bqstorage_client=False)
         except google_exceptions.GoogleAPIError as error:
             job_id = getattr(getattr(error, "query_job", None), "job_id", None)
-            job = f"BigQuery query job {job_id}" if job_id else "BigQuery query"
+            what = f"BigQuery query job {job_id}" if job_id else "BigQuery query"
             raise CollectorError(
-                self.name, f"{job} on {self.table} failed: {describe_google_error(error)}"
+                self.name, f"{what} on {self.table} failed: {describe_google_error(error)}"
             ) from error
         except TimeoutError as error:  # concurrent.futures.TimeoutError is TimeoutError
             raise CollectorError(
-                self.name, f"BigQuery query on {self.table} ran past {self.job_timeout_s} s"
+                self.name,
+                f"BigQuery query on {self.table} ran past {self.settings.job_timeout_s} s",
             ) from error
         result = frame_from_arrow(arrow)
         billing, rejects, facts = export_rows_to_billing(
-            result, self.name, self.clock(), source_label=self.table
+            result, self.name, self.context.clock(), source_label=self.table
         )
         notes: dict[str, Any] = {
             "table": self.table,
@@ -348,13 +308,13 @@ class GcpBigQuery:
             shape = TableShape.from_table(table)
         except ValueError as error:
             raise CollectorError(self.name, f"table {self.table} {error}") from None
-        if self.export == "detailed" and not shape.detailed:
+        if self.settings.export == "detailed" and not shape.detailed:
             raise CollectorError(
                 self.name,
                 f"table {self.table} has no `resource` column: it is a standard export, "
                 "not the detailed one the settings name",
             )
-        if self.export == "standard" and shape.detailed:
+        if self.settings.export == "standard" and shape.detailed:
             shape = TableShape(
                 False, shape.has_cost_at_list, shape.has_system_labels, shape.partition_column
             )
@@ -373,7 +333,7 @@ class GcpBigQuery:
         )
         try:
             job = client.query(
-                plan.sql, job_config=config, location=self.location, api_method="INSERT"
+                plan.sql, job_config=config, location=self.settings.location, api_method="INSERT"
             )
         except google_exceptions.GoogleAPIError as error:
             raise CollectorError(

@@ -8,7 +8,7 @@ on-demand comparisons read the per-GPU-hour prices written here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -20,6 +20,7 @@ from pydantic import Field
 from gpucost.collector.base import Collected, CollectorContext, SourceSettings, register
 from gpucost.collector.gcp_common import (
     COMPUTE_ENGINE_DISPLAY_NAME,
+    client_options,
     describe_google_error,
     gpu_sku,
     money_to_decimal,
@@ -34,6 +35,10 @@ logger = logging.getLogger(__name__)
 PROVIDER = "gcp"
 USAGE_TYPE_COLUMN = "usage_type"
 """Kept in prices once the contract declares it; until then only ``usage_types`` are kept."""
+SKU_PAGE_SIZE = 5000
+"""SKUs asked for per page: the most ``services.skus.list`` returns (its ``pageSize``)."""
+RETRY_INITIAL_DELAY_S = 1.0
+"""First pause before retrying a transient failure (then doubling, see ``transient_retry``)."""
 
 
 class GcpCatalogSettings(SourceSettings):
@@ -58,6 +63,9 @@ class GcpCatalogSettings(SourceSettings):
     )
     retry_deadline_s: float = Field(
         default=120.0, gt=0, description="Give up retrying a transient API failure after this."
+    )
+    api_endpoint: str | None = Field(
+        default=None, description="Cloud Billing API endpoint override (Private Service Connect)."
     )
 
 
@@ -106,64 +114,26 @@ class GcpCatalog:
     output_tables: ClassVar[tuple[str, ...]] = ("prices",)
     Settings: ClassVar[type[SourceSettings]] = GcpCatalogSettings
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        client_factory: Callable[[], Any],
-        service: str = COMPUTE_ENGINE_DISPLAY_NAME,
-        currency: str = "USD",
-        usage_types: Sequence[str] = ("OnDemand",),
-        regions: Sequence[str] = (),
-        machine_types: bool = True,
-        retry_deadline_s: float = 120.0,
-        retry_initial_delay_s: float = 1.0,
-        page_size: int = 5000,
-    ) -> None:
-        self.name = name
-        self.client_factory = client_factory
-        self.service = service
-        self.currency = currency
-        self.usage_types = tuple(usage_types)
-        self.regions = tuple(regions)
-        self.machine_types = machine_types
-        self.retry_deadline_s = retry_deadline_s
-        self.retry_initial_delay_s = retry_initial_delay_s
-        self.page_size = page_size
-
-    @classmethod
-    def from_settings(cls, settings: SourceSettings, context: CollectorContext) -> GcpCatalog:
-        """Build from a ``[[sources]]`` entry; the client is created on first use."""
-        assert isinstance(settings, GcpCatalogSettings)
-
-        def make_client() -> Any:
-            try:
-                from google.cloud import billing_v1
-            except ImportError as error:
-                raise MissingDependencyError(
-                    "google-cloud-billing", "the gcp-catalog collector"
-                ) from error
-            return billing_v1.CloudCatalogClient(transport="rest")
-
-        return cls(
-            settings.name,
-            client_factory=make_client,
-            service=settings.service,
-            currency=settings.currency,
-            usage_types=settings.usage_types,
-            regions=settings.regions,
-            machine_types=settings.machine_types,
-            retry_deadline_s=settings.retry_deadline_s,
-        )
+    def __init__(self, settings: GcpCatalogSettings, context: CollectorContext) -> None:
+        """The client is created at each collection, from the context's credentials."""
+        self.settings, self.context, self.name = settings, context, settings.name
 
     def collect(self, window: Window) -> Collected:
         """List the service's SKUs and return their GPU prices, stamped on the window's last day."""
         try:
             from google.api_core import exceptions as google_exceptions
+            from google.cloud import billing_v1
         except ImportError as error:
-            raise MissingDependencyError("google-api-core", "the gcp-catalog collector") from error
-        client = self.client_factory()
-        retry = transient_retry(self.retry_deadline_s, self.retry_initial_delay_s)
+            raise MissingDependencyError(
+                "google-cloud-billing", "the gcp-catalog collector"
+            ) from error
+        settings = self.settings
+        client = billing_v1.CloudCatalogClient(
+            transport="rest",
+            credentials=self.context.google_credentials(),
+            client_options=client_options(settings.api_endpoint),
+        )
+        retry = transient_retry(settings.retry_deadline_s, RETRY_INITIAL_DELAY_S)
         service_name, service_pages = self._find_service(client, retry, google_exceptions)
         skus: list[Any] = []
         page_number = 0
@@ -171,8 +141,8 @@ class GcpCatalog:
             pager = client.list_skus(
                 request={
                     "parent": service_name,
-                    "currency_code": self.currency,
-                    "page_size": self.page_size,
+                    "currency_code": settings.currency,
+                    "page_size": SKU_PAGE_SIZE,
                 },
                 retry=retry,
             )
@@ -182,21 +152,21 @@ class GcpCatalog:
         except google_exceptions.GoogleAPIError as error:
             raise CollectorError(
                 self.name,
-                f"listing SKUs of {self.service} ({service_name}) failed on page "
+                f"listing SKUs of {settings.service} ({service_name}) failed on page "
                 f"{page_number + 1} after {len(skus)} SKUs: {describe_google_error(error)}",
             ) from error
         if not skus:
             raise CollectorError(self.name, f"the catalog lists no SKU for {service_name}")
         rows = price_rows(
             skus,
-            usage_types=self.usage_types,
-            regions=self.regions,
-            machine_types=self.machine_types,
+            usage_types=settings.usage_types,
+            regions=settings.regions,
+            machine_types=settings.machine_types,
         )
         day = window.end - timedelta(days=1)
         prices = prices_frame(rows, day=day, source=self.name)
         notes: dict[str, Any] = {
-            "service": f"{self.service} ({service_name})",
+            "service": f"{settings.service} ({service_name})",
             "service_pages": service_pages,
             "sku_pages": page_number,
             "skus_listed": len(skus),
@@ -214,14 +184,15 @@ class GcpCatalog:
             for pages, page in enumerate(client.list_services(retry=retry).pages, start=1):
                 for service in page.services:
                     seen += 1
-                    if service.display_name == self.service:
+                    if service.display_name == self.settings.service:
                         return str(service.name), pages
         except google_exceptions.GoogleAPIError as error:
             raise CollectorError(
                 self.name, f"listing catalog services failed: {describe_google_error(error)}"
             ) from error
         raise CollectorError(
-            self.name, f"no catalog service is named {self.service!r} ({seen} services listed)"
+            self.name,
+            f"no catalog service is named {self.settings.service!r} ({seen} services listed)",
         )
 
 

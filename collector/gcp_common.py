@@ -143,6 +143,11 @@ def frame_from_arrow(table: Any) -> pl.DataFrame:
     return frame
 
 
+def client_options(api_endpoint: str | None) -> dict[str, str] | None:
+    """A Google client's ``client_options``: the endpoint override, or None for the default."""
+    return {"api_endpoint": api_endpoint} if api_endpoint else None
+
+
 def describe_google_error(error: BaseException) -> str:
     """One line for an operator: HTTP status, Google's error reason and message.
 

@@ -41,6 +41,7 @@ from typing import Final
 
 import polars as pl
 
+from gpucost.collector.base import CollectorContext
 from gpucost.core.contracts import GPU_USAGE, UTC_TIME
 from gpucost.core.window import Window
 
@@ -307,6 +308,16 @@ class SampleSpool:
             raise ValueError("retention_days must be at least 1")
         self.directory = directory
         self.retention_days = retention_days
+
+    @classmethod
+    def configured(
+        cls, spool_dir: str | None, retention_days: int, context: CollectorContext
+    ) -> SampleSpool | None:
+        """The spool a source's ``spool_dir`` setting names (relative paths against the
+        working directory), or None when it names none."""
+        if spool_dir is None:
+            return None
+        return cls(Path(context.resolve(spool_dir)), retention_days=retention_days)
 
     def append(self, samples: pl.DataFrame, *, now: datetime) -> list[Path]:
         """Keep ``samples`` (split by UTC day of ``time``); returns the files written."""

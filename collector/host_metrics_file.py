@@ -8,7 +8,7 @@ from typing import ClassVar
 import polars as pl
 
 from gpucost.collector.base import Collected, CollectorContext, SourceSettings, register
-from gpucost.collector.local_files import LocalFileSettings, matching_files, read_file, resolve
+from gpucost.collector.local_files import LocalFileSettings, matching_files, read_file
 from gpucost.collector.parsing import blank_to_null, parse_timestamp, rejects_from
 from gpucost.core.contracts import HOST_METRICS
 from gpucost.core.errors import CollectorError
@@ -43,15 +43,9 @@ class HostMetricsFile:
     output_tables: ClassVar[tuple[str, ...]] = ("host_metrics",)
     Settings: ClassVar[type[SourceSettings]] = HostMetricsFileSettings
 
-    def __init__(self, name: str, path: str) -> None:
-        self.name = name
-        self.path = path
-
-    @classmethod
-    def from_settings(cls, settings: SourceSettings, context: CollectorContext) -> HostMetricsFile:
-        """Build from a ``[[sources]]`` entry."""
-        assert isinstance(settings, HostMetricsFileSettings)
-        return cls(settings.name, resolve(settings.path, context))
+    def __init__(self, settings: HostMetricsFileSettings, context: CollectorContext) -> None:
+        self.settings, self.name = settings, settings.name
+        self.path = context.resolve(settings.path)
 
     def collect(self, window: Window) -> Collected:
         """Every file's rows; the shell keeps those of the window."""

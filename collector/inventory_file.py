@@ -8,7 +8,7 @@ from typing import ClassVar
 import polars as pl
 
 from gpucost.collector.base import Collected, CollectorContext, SourceSettings, register
-from gpucost.collector.local_files import LocalFileSettings, read_file, resolve
+from gpucost.collector.local_files import LocalFileSettings, read_file
 from gpucost.collector.parsing import (
     blank_to_null,
     canonical_tags,
@@ -49,15 +49,9 @@ class InventoryFile:
     output_tables: ClassVar[tuple[str, ...]] = ("inventory",)
     Settings: ClassVar[type[SourceSettings]] = InventoryFileSettings
 
-    def __init__(self, name: str, path: str) -> None:
-        self.name = name
-        self.path = path
-
-    @classmethod
-    def from_settings(cls, settings: SourceSettings, context: CollectorContext) -> InventoryFile:
-        """Build from a ``[[sources]]`` entry."""
-        assert isinstance(settings, InventoryFileSettings)
-        return cls(settings.name, resolve(settings.path, context))
+    def __init__(self, settings: InventoryFileSettings, context: CollectorContext) -> None:
+        self.settings, self.name = settings, settings.name
+        self.path = context.resolve(settings.path)
 
     def collect(self, window: Window) -> Collected:
         """One inventory row per host and day of the window on which the host existed."""

@@ -490,29 +490,11 @@ class NvmlCollector:
     output_tables: ClassVar[tuple[str, ...]] = ("gpu_usage",)
     Settings: ClassVar[type[SourceSettings]] = NvmlSettings
 
-    def __init__(
-        self,
-        name: str,
-        sampler: NvmlSampler,
-        *,
-        interval_s: float = 10.0,
-        spool: SampleSpool | None = None,
-    ) -> None:
-        self.name = name
-        self.sampler = sampler
-        self.interval_s = interval_s
-        self.spool = spool
-
-    @classmethod
-    def from_settings(cls, settings: SourceSettings, context: CollectorContext) -> NvmlCollector:
-        """Build from a ``[[sources]]`` entry; imports pynvml (a clear error when absent)."""
-        assert isinstance(settings, NvmlSettings)
-        return cls(
-            settings.name,
-            sampler_from_settings(settings, context),
-            interval_s=settings.interval_s,
-            spool=spool_from_settings(settings, context),
-        )
+    def __init__(self, settings: NvmlSettings, context: CollectorContext) -> None:
+        """Imports pynvml now (through ``context.nvml_loader``), so a missing one fails early."""
+        self.settings, self.name = settings, settings.name
+        self.sampler = sampler_from_settings(settings, context)
+        self.spool = spool_from_settings(settings, context)
 
     def collect(self, window: Window) -> Collected:
         """Sample once, keep it in the spool, roll the window's samples up."""
@@ -528,17 +510,17 @@ class NvmlCollector:
         else:
             samples = now_samples
             notes["warning"] = "no spool_dir: each run lands only its own sample"
-        rows = rollup_hourly(samples, interval_s=self.interval_s, source=self.name, window=window)
+        rows = rollup_hourly(
+            samples, interval_s=self.settings.interval_s, source=self.name, window=window
+        )
         notes["samples"] = samples.height
         return Collected({"gpu_usage": rows}, notes=notes)
 
 
-def sampler_from_settings(
-    settings: NvmlSettings, context: CollectorContext, nvml: Any | None = None
-) -> NvmlSampler:
-    """An :class:`NvmlSampler` for a source's settings (imports pynvml unless given one)."""
+def sampler_from_settings(settings: NvmlSettings, context: CollectorContext) -> NvmlSampler:
+    """An :class:`NvmlSampler` for a source's settings (``context.nvml_loader`` or pynvml)."""
     return NvmlSampler(
-        nvml if nvml is not None else load_pynvml(),
+        context.nvml_loader() if context.nvml_loader is not None else load_pynvml(),
         host=settings.host,
         proc_root=Path(settings.proc_root),
         clock=context.clock,
@@ -548,9 +530,4 @@ def sampler_from_settings(
 
 def spool_from_settings(settings: NvmlSettings, context: CollectorContext) -> SampleSpool | None:
     """The source's spool, or None when it has no ``spool_dir``."""
-    if settings.spool_dir is None:
-        return None
-    directory = Path(settings.spool_dir)
-    if not directory.is_absolute():
-        directory = context.working_dir / directory
-    return SampleSpool(directory, retention_days=settings.spool_retention_days)
+    return SampleSpool.configured(settings.spool_dir, settings.spool_retention_days, context)

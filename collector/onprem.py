@@ -21,7 +21,7 @@ decimal places, the scale of billing's Decimal(38, 18); the row's cost is their 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
@@ -55,10 +55,6 @@ _EXACT = Context(prec=60, rounding=ROUND_HALF_EVEN)
 MILLIWATT = Decimal("0.001")
 """Measured watts are rounded to milliwatts: NVML reports power in milliwatts
 (``nvmlDeviceGetPowerUsage``), so finer digits of an average carry no information."""
-
-PowerReader = Callable[[Window], pl.DataFrame | pl.LazyFrame]
-"""Returns gpu_usage rows for the window: ``hour``, ``host``, ``gpu_uuid``, ``gpu_index``,
-``power_avg_w``, ``seconds_observed`` (other columns are ignored)."""
 
 
 class OnPremServer(BaseModel):
@@ -272,63 +268,23 @@ class OnPrem:
     output_tables: ClassVar[tuple[str, ...]] = ("billing",)
     Settings: ClassVar[type[SourceSettings]] = OnPremSettings
 
-    def __init__(
-        self,
-        name: str,
-        servers: Sequence[OnPremServer],
-        *,
-        power_price_per_kwh: Decimal,
-        pue: Decimal = Decimal(1),
-        currency: str = "USD",
-        power_reader: PowerReader | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        self.name = name
-        self.servers = tuple(servers)
-        self.power_price_per_kwh = power_price_per_kwh
-        self.pue = pue
-        self.currency = currency
-        self.power_reader = power_reader
-        self.clock = clock
-
-    @classmethod
-    def from_settings(cls, settings: SourceSettings, context: CollectorContext) -> OnPrem:
-        """Build from a ``[[sources]]`` entry.
-
-        Measured power needs the lake's gpu_usage table, which a collector does not open on
-        its own: it comes from ``context.table_reader`` (``(table, window) -> frame``) when the
-        shell provides one; without it every hour is costed at nameplate power.
-        """
-        assert isinstance(settings, OnPremSettings)
-        power_reader: PowerReader | None = None
-        table_reader = getattr(context, "table_reader", None)
-        if settings.measured_power and callable(table_reader):
-            reader = table_reader
-
-            def read_gpu_usage(window: Window) -> pl.DataFrame | pl.LazyFrame:
-                frame: pl.DataFrame | pl.LazyFrame = reader("gpu_usage", window)
-                return frame
-
-            power_reader = read_gpu_usage
-        return cls(
-            settings.name,
-            settings.servers,
-            power_price_per_kwh=settings.power_price_per_kwh,
-            pue=settings.pue,
-            currency=settings.currency,
-            power_reader=power_reader,
-            clock=context.clock,
-        )
+    def __init__(self, settings: OnPremSettings, context: CollectorContext) -> None:
+        """Measured power needs the lake's gpu_usage table, which a collector does not open on
+        its own: it comes from ``context.table_reader`` when the shell provides one (and
+        ``measured_power`` is on); without it every hour is costed at nameplate power."""
+        self.settings, self.context, self.name = settings, context, settings.name
+        self.table_reader = context.table_reader if settings.measured_power else None
 
     def collect(self, window: Window) -> Collected:
         """One row per server-hour in service within the window."""
+        settings = self.settings
         measured = self._measured(window)
-        ingested_at = self.clock()
+        ingested_at = self.context.clock()
         records: list[dict[str, Any]] = []
         totals = {"depreciation": Decimal(0), "opex": Decimal(0), "power": Decimal(0)}
         hours_measured = hours_nameplate = 0
         depreciated: set[str] = set()
-        for server in self.servers:
+        for server in settings.servers:
             start = datetime.combine(server.purchase_date, time(), tzinfo=UTC)
             end = (
                 datetime.combine(server.retired_date, time(), tzinfo=UTC)
@@ -342,8 +298,8 @@ class OnPrem:
                 cost = hour_cost(
                     server,
                     hour,
-                    power_price_per_kwh=self.power_price_per_kwh,
-                    pue=self.pue,
+                    power_price_per_kwh=settings.power_price_per_kwh,
+                    pue=settings.pue,
                     measured_gpu_watts=measured.get((server.host, hour)),
                 )
                 if cost.measured:
@@ -357,25 +313,23 @@ class OnPrem:
                 records.append(self._record(server, hour, cost, tags, ingested_at))
         billing = self._frame(records)
         notes: dict[str, Any] = {
-            "servers": len(self.servers),
+            "servers": len(settings.servers),
             "hours_measured_power": hours_measured,
             "hours_nameplate_power": hours_nameplate,
             "fully_depreciated": sorted(depreciated),
             "cost_by_component": {key: str(value) for key, value in totals.items()},
-            "currency": self.currency,
+            "currency": settings.currency,
             "hours_per_month": HOURS_PER_MONTH,
         }
-        if self.power_reader is None:
+        if self.table_reader is None:
             notes["power_source"] = "nameplate (no gpu_usage reader was handed in)"
         return Collected({"billing": billing}, notes=notes)
 
     def _measured(self, window: Window) -> dict[tuple[str, datetime], Decimal]:
-        if self.power_reader is None:
+        if self.table_reader is None:
             return {}
         try:
-            usage = self.power_reader(window)
-            if isinstance(usage, pl.LazyFrame):
-                usage = usage.collect()
+            usage = self.table_reader("gpu_usage", window).collect()
         except Exception as error:  # the reader is the shell's; name it, keep the message
             raise CollectorError(
                 self.name, f"reading measured GPU power for {window} failed: {error}"
@@ -389,7 +343,7 @@ class OnPrem:
             usage = usage.with_columns(pl.lit(None, pl.Float64).alias("seconds_observed"))
         if "gpu_uuid" not in usage.columns:
             usage = usage.with_columns(pl.lit(None, pl.String).alias("gpu_uuid"))
-        return measured_gpu_watts(usage, self.servers)
+        return measured_gpu_watts(usage, self.settings.servers)
 
     def _record(
         self,
@@ -399,8 +353,8 @@ class OnPrem:
         tags: str | None,
         ingested_at: datetime,
     ) -> dict[str, Any]:
-        price = server.power_price_per_kwh or self.power_price_per_kwh
-        pue = server.pue or self.pue
+        price = server.power_price_per_kwh or self.settings.power_price_per_kwh
+        pue = server.pue or self.settings.pue
         basis = (
             f"measured GPU power + {server.overhead_watts:f} W overhead"
             if cost.measured
@@ -408,7 +362,7 @@ class OnPrem:
         )
         description = (
             f"depreciation {cost.depreciation:f} + opex {cost.opex:f} + power {cost.power:f} "
-            f"({cost.watts:f} W {basis}, PUE {pue:f}, {price:f} {self.currency}/kWh)"
+            f"({cost.watts:f} W {basis}, PUE {pue:f}, {price:f} {self.settings.currency}/kWh)"
         )
         month_start = hour.replace(day=1, hour=0)
         next_month = (month_start + timedelta(days=32)).replace(day=1)
@@ -422,7 +376,7 @@ class OnPrem:
             "ChargeDescription": description,
             "BilledCost": cost.total,
             "EffectiveCost": cost.total,
-            "BillingCurrency": self.currency,
+            "BillingCurrency": self.settings.currency,
             "ConsumedQuantity": Decimal(1),
             "ConsumedUnit": "Hours",
             "PricingQuantity": Decimal(1),

@@ -334,27 +334,10 @@ class PrometheusGpuMetrics:
     output_tables: ClassVar[tuple[str, ...]] = ("gpu_usage",)
     Settings: ClassVar[type[SourceSettings]] = PrometheusSettings
 
-    def __init__(
-        self,
-        name: str,
-        api: PrometheusApi,
-        *,
-        step_s: int = 60,
-        queries: Mapping[str, str] | None = None,
-        max_points_per_series: int = MAX_POINTS_PER_SERIES,
-    ) -> None:
-        self.name = name
-        self.api = api
-        self.step_s = step_s
-        self.queries = {**DEFAULT_QUERIES, **(queries or {})}
-        self.max_points_per_series = max_points_per_series
-
-    @classmethod
-    def from_settings(
-        cls, settings: SourceSettings, context: CollectorContext
-    ) -> PrometheusGpuMetrics:
-        """Build from a ``[[sources]]`` entry; secrets are read now (a missing one fails)."""
-        assert isinstance(settings, PrometheusSettings)
+    def __init__(self, settings: PrometheusSettings, context: CollectorContext) -> None:
+        """Secrets are read now: a missing one fails the source before any query."""
+        self.settings, self.name = settings, settings.name
+        self.queries = {**DEFAULT_QUERIES, **settings.queries}
         session = requests.Session()
         session.headers.update({"User-Agent": "gpucost", **settings.headers})
         if settings.bearer_token is not None:
@@ -363,34 +346,29 @@ class PrometheusGpuMetrics:
         if settings.basic_auth is not None:
             password = settings.basic_auth.password.resolve().get_secret_value()
             session.auth = (settings.basic_auth.username, password)
-        api = PrometheusApi(
+        self.api = PrometheusApi(
             settings.url,
             session=session,
             timeout_s=settings.timeout_s,
             max_retries=settings.max_retries,
             verify_tls=settings.verify_tls,
             source=settings.name,
-        )
-        return cls(
-            settings.name,
-            api,
-            step_s=settings.step_s,
-            queries=settings.queries,
-            max_points_per_series=settings.max_points_per_series,
+            sleep=context.sleep,
         )
 
     def collect(self, window: Window) -> Collected:
         """Query every measure over the window and roll the points up hourly."""
         # The point at t summarises (t - step, t]: the first is at start + step, the last at
         # end, so the points cover exactly the window.
-        first = window.start_time + timedelta(seconds=self.step_s)
-        chunks = chunk_range(first, window.end_time, self.step_s, self.max_points_per_series)
+        step_s = self.settings.step_s
+        first = window.start_time + timedelta(seconds=step_s)
+        chunks = chunk_range(first, window.end_time, step_s, self.settings.max_points_per_series)
         results = [self._query(measure, query, chunks) for measure, query in self.queries.items()]
-        samples, unplaced = samples_from_results(results, self.step_s)
-        rows = rollup_hourly(samples, interval_s=self.step_s, source=self.name, window=window)
+        samples, unplaced = samples_from_results(results, step_s)
+        rows = rollup_hourly(samples, interval_s=step_s, source=self.name, window=window)
         notes: dict[str, Any] = {
             "url": self.api.safe_url,
-            "step_s": self.step_s,
+            "step_s": step_s,
             "chunks": len(chunks),
             "requests": self.api.requests_made,
             "series": {result.measure: len(result.series) for result in results},
@@ -410,12 +388,13 @@ class PrometheusGpuMetrics:
     def _query(
         self, measure: str, template: str, chunks: Sequence[tuple[datetime, datetime]]
     ) -> QueryResult:
-        query = template.replace("{step}", f"{self.step_s}s")
+        step_s = self.settings.step_s
+        query = template.replace("{step}", f"{step_s}s")
         series: list[dict[str, Any]] = []
         warnings: list[str] = []
         partial = False
         for start, end in chunks:
-            body = self.api.query_range(query, start, end, self.step_s)
+            body = self.api.query_range(query, start, end, step_s)
             series.extend(body["data"].get("result") or [])
             warnings.extend(str(w) for w in body.get("warnings") or [])
             # VictoriaMetrics marks answers missing some storage nodes with isPartial; Thanos

@@ -14,7 +14,7 @@ from gpucost.collector.base import (
     SourceSettings,
     register,
 )
-from gpucost.collector.local_files import LocalFileSettings, read_file, resolve
+from gpucost.collector.local_files import LocalFileSettings, read_file
 from gpucost.collector.parsing import blank_to_null, rejects_from
 from gpucost.core.contracts import HEADCOUNT
 from gpucost.core.errors import CollectorError
@@ -49,15 +49,9 @@ class Roster:
     output_tables: ClassVar[tuple[str, ...]] = ("headcount",)
     Settings: ClassVar[type[SourceSettings]] = RosterSettings
 
-    def __init__(self, name: str, path: str) -> None:
-        self.name = name
-        self.path = path
-
-    @classmethod
-    def from_settings(cls, settings: SourceSettings, context: CollectorContext) -> Roster:
-        """Build from a ``[[sources]]`` entry."""
-        assert isinstance(settings, RosterSettings)
-        return cls(settings.name, resolve(settings.path, context))
+    def __init__(self, settings: RosterSettings, context: CollectorContext) -> None:
+        self.settings, self.name = settings, settings.name
+        self.path = context.resolve(settings.path)
 
     def collect(self, window: Window) -> Collected:
         """Expand the roster to one row per person, project and day of the window."""

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 import subprocess
 import sys
 import textwrap
 import tomllib
+import typing
 from pathlib import Path
 
 import pytest
 
-from gpucost.collector.base import register, registry
+from gpucost.collector.base import CollectorContext, register, registry
 from gpucost.core.contracts import CONTRACTS
 
 REPO = Path(__file__).parent.parent
@@ -26,7 +28,12 @@ def test_registry_is_not_empty() -> None:
 def test_every_collector_is_complete(kind: str) -> None:
     spec = registry()[kind]
     assert spec.output_tables and set(spec.output_tables) <= set(CONTRACTS), spec.output_tables
-    assert callable(getattr(spec.cls, "from_settings", None))
+    # Built from its settings and the context only, the settings typed as the model it declares.
+    parameters = list(inspect.signature(spec.cls).parameters)
+    assert parameters == ["settings", "context"], f"{kind}: __init__{parameters}"
+    hints = typing.get_type_hints(spec.cls.__init__)
+    assert hints["settings"] is spec.settings_model, f"{kind}: settings typed {hints['settings']}"
+    assert hints["context"] is CollectorContext
     assert callable(getattr(spec.cls, "collect", None))
     # The docstring shows its config, as a Custodian resource shows a policy.
     match = re.search(r"```toml\n(.*?)```", spec.doc, re.DOTALL)

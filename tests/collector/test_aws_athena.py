@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -165,10 +166,8 @@ def test_daily_rollup_lands_exactly_with_polling_backoff_and_bytes_scanned(
     with fault_proxy(moto_endpoint) as proxy:
         proxy.answer("GetQueryExecution", running, running)
         proxy.rewrites["GetQueryExecution"] = scanned
-        source = AwsAthena.from_settings(settings(), aws_context(proxy.endpoint))
-        assert isinstance(source, AwsAthena)
-        source.sleep = sleeps.append
-        collected = source.collect(WINDOW)
+        context = dataclasses.replace(aws_context(proxy.endpoint), sleep=sleeps.append)
+        collected = AwsAthena(settings(), context).collect(WINDOW)
 
     assert sleeps == [1.0, 2.0]  # backoff between polls
     assert proxy.operations() == [
@@ -215,7 +214,7 @@ def test_a_failed_query_fails_the_source_with_athenas_reason(moto_endpoint: str)
 
     with fault_proxy(moto_endpoint) as proxy:
         proxy.answer("GetQueryExecution", failed)
-        source = AwsAthena.from_settings(settings(), aws_context(proxy.endpoint))
+        source = AwsAthena(settings(), aws_context(proxy.endpoint))
         with pytest.raises(CollectorError, match=r"FAILED: COLUMN_NOT_FOUND.*cannot be resolved"):
             source.collect(WINDOW)
     assert "GetQueryResults" not in proxy.operations()
@@ -235,7 +234,7 @@ def test_results_are_paged_and_only_the_first_page_has_the_header(moto_endpoint:
 
     with fault_proxy(moto_endpoint) as proxy:
         proxy.answer("GetQueryResults", page(rows[:2], "next"), page(rows[2:4], None))
-        collected = AwsAthena.from_settings(settings(), aws_context(proxy.endpoint)).collect(WINDOW)
+        collected = AwsAthena(settings(), aws_context(proxy.endpoint)).collect(WINDOW)
     second = [body for op, body in proxy.calls if op == "GetQueryResults"][1]
     assert second["NextToken"] == "next"
     assert second["MaxResults"] == 1000
@@ -281,6 +280,6 @@ def test_now_is_only_used_for_ingestion_time(moto_endpoint: str) -> None:
         {"results": [{"rows": result_rows()[:2], "column_info": column_info()}]},
     )
     now = datetime(2030, 1, 1, tzinfo=UTC)
-    collected = AwsAthena.from_settings(settings(), aws_context(moto_endpoint, now)).collect(WINDOW)
+    collected = AwsAthena(settings(), aws_context(moto_endpoint, now)).collect(WINDOW)
     assert collected.frames["billing"]["x_IngestedAt"].to_list() == [now]
     assert collected.notes["athena_data_scanned_bytes"] == 0

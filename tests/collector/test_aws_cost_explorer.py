@@ -53,7 +53,7 @@ def settings(**overrides: Any) -> CostExplorerSettings:
 
 
 def build(endpoint: str, now: datetime | None = None, **overrides: Any) -> AwsCostExplorer:
-    return AwsCostExplorer.from_settings(settings(**overrides), aws_context(endpoint, now))
+    return AwsCostExplorer(settings(**overrides), aws_context(endpoint, now))
 
 
 def awscli_groups() -> list[dict[str, Any]]:

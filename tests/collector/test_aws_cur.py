@@ -29,6 +29,7 @@ from gpucost.core.lake import Lake
 from gpucost.core.storage import LocalStorage
 from gpucost.core.window import Window
 from gpucost.pipeline import Runtime, collect
+from tests.collector.builders import build_collector
 
 try:  # pytest --import-mode=importlib with pythonpath "." (pyproject)
     from tests.collector.test_aws_support import (
@@ -281,7 +282,7 @@ def test_cur2_parquet_export_returns_whole_billing_periods_exactly(
         "gpucost-cur2-00001.snappy.parquet",
         data,
     )
-    source = AwsCur.from_settings(
+    source = AwsCur(
         AwsCur.Settings.model_validate(
             {"name": "cur2", "kind": "aws-cur", "path": f"s3://{s3_bucket}/exports/gpucost-cur2"}
         ),
@@ -328,7 +329,7 @@ def test_focus_export_gpu_rows_from_s3_keep_their_totals(
         "gpucost-focus-00001.csv.gz",
         gzip.compress(FOCUS_GPU.read_bytes()),
     )
-    source = AwsCur.from_settings(
+    source = AwsCur(
         AwsCur.Settings.model_validate(
             {"name": "focus", "kind": "aws-cur", "path": f"s3://{s3_bucket}/exports/gpucost-focus"}
         ),
@@ -351,7 +352,7 @@ def test_a_file_the_manifest_lists_but_s3_lacks_is_named(
     client = s3(moto_endpoint)
     key = deliver_legacy(client, s3_bucket, "assembly-1", LEGACY_CUR.read_bytes())
     client.delete_object(Bucket=s3_bucket, Key=key)
-    source = AwsCur.from_settings(
+    source = AwsCur(
         AwsCur.Settings.model_validate(
             {"name": "cur", "kind": "aws-cur", "path": f"s3://{s3_bucket}/cur/gpucost"}
         ),
@@ -367,7 +368,7 @@ def test_a_file_the_manifest_lists_but_s3_lacks_is_named(
 
 def test_a_prefix_without_manifests_is_explained(moto_endpoint: str, s3_bucket: str) -> None:
     s3(moto_endpoint).put_object(Bucket=s3_bucket, Key="cur/x/part-1.csv", Body=b"a\n1\n")
-    source = AwsCur.from_settings(
+    source = AwsCur(
         AwsCur.Settings.model_validate(
             {"name": "cur", "kind": "aws-cur", "path": f"s3://{s3_bucket}/cur"}
         ),
@@ -388,7 +389,7 @@ def test_a_missing_required_column_is_named_with_the_file(tmp_path: Path, column
         )
     )
     with pytest.raises(CollectorError) as caught:
-        AwsCur("cur", str(broken)).collect(NOVEMBER)
+        build_collector(AwsCur, name="cur", path=str(broken)).collect(NOVEMBER)
     assert f"{broken}: required CUR column(s) missing: {column}" in str(caught.value)
 
 
@@ -527,6 +528,6 @@ def test_local_report_folder_uses_its_manifest(tmp_path: Path) -> None:
             }
         )
     )
-    collected = AwsCur("cur", str(tmp_path / "cur")).collect(NOVEMBER)
+    collected = build_collector(AwsCur, name="cur", path=str(tmp_path / "cur")).collect(NOVEMBER)
     assert collected.frames["billing"].height == 1281  # the old assembly is not read
     assert list(collected.notes["files"]) == [str(period / "assembly-1" / "gpucost-1.csv.gz")]

@@ -130,7 +130,7 @@ def test_instance_types_are_described_once_per_run(moto_endpoint: str) -> None:
     settings = AwsEc2Settings.model_validate(
         {"name": "ec2", "kind": "aws-ec2", "regions": [OTHER_REGION, OTHER_REGION]}
     )
-    source = AwsEc2.from_settings(settings, aws_context(moto_endpoint))
+    source = AwsEc2(settings, aws_context(moto_endpoint))
     today = datetime.now(UTC).date()
     collected = source.collect(Window(today, today + timedelta(days=1)))
     inventory = collected.frames["inventory"]
@@ -166,7 +166,7 @@ def test_accounts_are_read_through_an_assumed_role(moto_endpoint: str) -> None:
     )
     today = datetime.now(UTC).date()
 
-    collected = AwsEc2.from_settings(settings, aws_context(moto_endpoint)).collect(
+    collected = AwsEc2(settings, aws_context(moto_endpoint)).collect(
         Window(today, today + timedelta(days=1))
     )
 
@@ -182,7 +182,7 @@ def test_days_before_an_instance_existed_get_no_inventory_row(moto_endpoint: str
     settings = AwsEc2Settings.model_validate(
         {"name": "ec2", "kind": "aws-ec2", "regions": [HISTORY_REGION], "cpu_metrics": False}
     )
-    collected = AwsEc2.from_settings(settings, aws_context(moto_endpoint)).collect(
+    collected = AwsEc2(settings, aws_context(moto_endpoint)).collect(
         Window(today - timedelta(days=3), today + timedelta(days=1))
     )
     assert collected.frames["inventory"]["day"].to_list() == [today]  # created today

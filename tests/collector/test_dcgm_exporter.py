@@ -30,13 +30,13 @@ from gpucost.collector.dcgm_exporter import (
     parse_pages,
     read_file_sd,
 )
-from gpucost.collector.gpu_rollup import SampleSpool
 from gpucost.core.contracts import GPU_USAGE
 from gpucost.core.errors import CollectorError
 from gpucost.core.lake import Lake
 from gpucost.core.storage import LocalStorage
 from gpucost.core.window import Window
 from gpucost.synth import generate
+from tests.collector.builders import build_collector
 from tests.fakes.prometheus_server import ExporterServer, closed_url
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "dcgm"
@@ -48,10 +48,9 @@ L4 = DATA / "kops_aws_NVIDIA-L4_scrape1.prom"
 H100 = DATA / "nvidia_aicr_eks_p5_H100x8_sampled_with_pod_labels.prom"
 
 
-def exporter(name: str = "dcgm", **kwargs: object) -> DcgmExporter:
-    moment = kwargs.pop("now", T0)
-    assert isinstance(moment, datetime)
-    return DcgmExporter(name, clock=lambda: moment, **kwargs)  # type: ignore[arg-type]
+def exporter(now: datetime = T0, **keys: object) -> DcgmExporter:
+    """A dcgm-exporter source named ``dcgm`` with these settings, its clock at ``now``."""
+    return build_collector(DcgmExporter, CollectorContext(clock=lambda: now), name="dcgm", **keys)
 
 
 def test_normalise_target() -> None:
@@ -161,11 +160,7 @@ def test_file_sd_targets(tmp_path: Path) -> None:
             )
         )
         assert read_file_sd(file_sd) == [f"{base}/metrics", f"{base}/custom/path"]
-        settings = DcgmExporterSettings(
-            name="dcgm", kind="dcgm-exporter", file_sd=str(file_sd), timeout_s=5
-        )
-        source = DcgmExporter.from_settings(settings, CollectorContext(clock=lambda: T0))
-        collected = source.collect(DAY)
+        collected = exporter(file_sd=str(file_sd), timeout_s=5).collect(DAY)
     assert collected.notes["file_sd_targets"] == 2
     assert set(collected.frames["gpu_usage"].get_column("host")) == {
         "cp-bm14r7",
@@ -179,7 +174,6 @@ def test_file_sd_targets(tmp_path: Path) -> None:
 def test_spool_fills_the_hour_across_runs(tmp_path: Path) -> None:
     server = ExporterServer()
     server.page("/metrics", L4.read_bytes())
-    spool = SampleSpool(tmp_path / "spool")
     with server.serve() as base:
         for minute in range(0, 60, 5):
             if minute == 25:
@@ -187,7 +181,7 @@ def test_spool_fills_the_hour_across_runs(tmp_path: Path) -> None:
             source = exporter(
                 targets=[base],
                 scrape_interval_s=300,
-                spool=spool,
+                spool_dir=str(tmp_path / "spool"),
                 now=T0 + timedelta(minutes=minute),
             )
             collected = source.collect(DAY)

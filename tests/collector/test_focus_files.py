@@ -15,10 +15,12 @@ from typing import Any
 import polars as pl
 import pytest
 
+from gpucost.collector.base import CollectorContext
 from gpucost.collector.focus_files import FocusFiles, read_focus_file
 from gpucost.core.contracts import BILLING
 from gpucost.core.errors import CollectorError
 from gpucost.core.window import Window
+from tests.collector.builders import build_collector
 
 DATA = Path(__file__).parent.parent / "data" / "focus"
 SAMPLE = DATA / "focus_1.0_sample_1000.csv"
@@ -33,6 +35,13 @@ def file_totals(path: Path) -> dict[str, Decimal]:
         for row in csv.DictReader(handle):
             totals[row["ProviderName"]] += Decimal(row["BilledCost"])
     return dict(totals)
+
+
+def focus_files(path: str, context: CollectorContext | None = None) -> FocusFiles:
+    """A focus-files source named ``src`` over ``path``, its clock pinned to NOW."""
+    return build_collector(
+        FocusFiles, context or CollectorContext(clock=lambda: NOW), name="src", path=path
+    )
 
 
 def read(text: str, name: str = "x.csv") -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -146,7 +155,7 @@ def test_parquet_and_gzip_inputs(tmp_path: Path) -> None:
     frame, _ = read(sample.decode())
     frame.drop("x_Source", "x_IngestedAt").write_parquet(parquet)
     for path in (gz, parquet):
-        collected = FocusFiles("src", str(path), clock=lambda: NOW).collect(SEPTEMBER)
+        collected = focus_files(str(path)).collect(SEPTEMBER)
         assert collected.rejects.height == 0
         assert collected.frames["billing"].height == 1000
         assert collected.frames["billing"]["BilledCost"].sum() == frame["BilledCost"].sum()
@@ -154,7 +163,7 @@ def test_parquet_and_gzip_inputs(tmp_path: Path) -> None:
 
 def test_rows_outside_window_are_counted() -> None:
     one_day = Window.days_inclusive(date(2024, 9, 2), date(2024, 9, 2))
-    collected = FocusFiles("src", str(SAMPLE), clock=lambda: NOW).collect(one_day)
+    collected = focus_files(str(SAMPLE)).collect(one_day)
     kept = collected.frames["billing"].height
     assert 0 < kept < 1000
     assert collected.notes["rows_outside_window"] == 1000 - kept
@@ -167,13 +176,15 @@ def test_reads_from_s3_through_moto(
     client = boto3_session_factory().client("s3", endpoint_url=moto_endpoint)
     client.put_object(Bucket=s3_bucket, Key="focus/2024-09/part-1.csv", Body=SAMPLE.read_bytes())
     client.put_object(Bucket=s3_bucket, Key="focus/2024-09/readme.txt", Body=b"not billing")
-    source = FocusFiles(
-        "src", f"s3://{s3_bucket}/focus/*/*.csv", s3_client=client, clock=lambda: NOW
+    context = CollectorContext(
+        storage_options={"aws_endpoint_url": moto_endpoint},
+        boto3_session_factory=boto3_session_factory,
+        clock=lambda: NOW,
     )
-    collected = source.collect(SEPTEMBER)
+    collected = focus_files(f"s3://{s3_bucket}/focus/*/*.csv", context).collect(SEPTEMBER)
     assert collected.notes["files"] == [f"s3://{s3_bucket}/focus/2024-09/part-1.csv"]
     assert collected.frames["billing"].height == 1000
-    missing = FocusFiles("src", f"s3://{s3_bucket}/nothing/*.csv", s3_client=client)
+    missing = focus_files(f"s3://{s3_bucket}/nothing/*.csv", context)
     with pytest.raises(CollectorError, match="matches no file"):
         missing.collect(SEPTEMBER)
 

@@ -17,9 +17,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from gpucost.collector.base import CollectorContext
 from gpucost.collector.focus_files import FocusFiles
 from gpucost.core.contracts import BILLING
 from gpucost.core.window import Window
+from tests.collector.builders import build_collector
 
 SAMPLE = Path(__file__).parents[1] / "data" / "focus" / "focus_1.0_sample_1000.csv"
 SEPTEMBER = Window(date(2024, 9, 1), date(2024, 10, 1))
@@ -96,7 +98,10 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
 
 def collect(path: Path) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, object]]:
     """Run focus-files over one file for September 2024."""
-    collected = FocusFiles("finance-focus", str(path), clock=lambda: INGESTED).collect(SEPTEMBER)
+    source = build_collector(
+        FocusFiles, CollectorContext(clock=lambda: INGESTED), name="finance-focus", path=str(path)
+    )
+    collected = source.collect(SEPTEMBER)
     billing = collected.frames["billing"]
     BILLING.validate(billing, "finance-focus")
     return billing, collected.rejects, collected.notes

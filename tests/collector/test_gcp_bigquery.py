@@ -21,7 +21,6 @@ import polars as pl
 import pyarrow as pa
 import pytest
 from google.auth.credentials import AnonymousCredentials
-from google.cloud import bigquery
 
 from gpucost.collector.base import CollectorContext, get_spec
 from gpucost.collector.gcp_bigquery import (
@@ -36,6 +35,7 @@ from gpucost.config import validate_config
 from gpucost.core.contracts import BILLING
 from gpucost.core.errors import CollectorError
 from gpucost.core.window import Window
+from tests.collector.builders import build_collector
 from tests.fakes.gcp_bigquery import FakeBigQuery, billing_export_schema, field_
 
 DATA = Path(__file__).parents[1] / "data" / "gcp"
@@ -206,18 +206,19 @@ def endpoint(fake: FakeBigQuery) -> Iterator[str]:
         yield url
 
 
-def make_collector(endpoint: str, **options: Any) -> GcpBigQuery:
-    """The collector with a real BigQuery client pointed at the fake."""
-
-    def client() -> bigquery.Client:
-        return bigquery.Client(
-            project="finops-jobs",
-            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-            client_options={"api_endpoint": endpoint},
-        )
-
-    return GcpBigQuery(
-        "gcp-billing", TABLE, client_factory=client, clock=lambda: INGESTED, **options
+def make_collector(endpoint: str, **keys: Any) -> GcpBigQuery:
+    """The collector, its real BigQuery client pointed at the fake with anonymous credentials."""
+    context = CollectorContext(
+        clock=lambda: INGESTED, google_credentials_factory=AnonymousCredentials
+    )
+    return build_collector(
+        GcpBigQuery,
+        context,
+        name="gcp-billing",
+        table=TABLE,
+        project="finops-jobs",
+        api_endpoint=endpoint,
+        **keys,
     )
 
 

@@ -19,8 +19,8 @@ from typing import Any
 import polars as pl
 import pytest
 from google.auth.credentials import AnonymousCredentials
-from google.cloud import billing_v1
 
+from gpucost.collector import gcp_catalog
 from gpucost.collector.base import CollectorContext, get_spec
 from gpucost.collector.gcp_catalog import GcpCatalog, GcpCatalogSettings
 from gpucost.collector.gcp_common import money_to_decimal
@@ -28,6 +28,7 @@ from gpucost.config import validate_config
 from gpucost.core.contracts import PRICES
 from gpucost.core.errors import CollectorError
 from gpucost.core.window import Window
+from tests.collector.builders import build_collector
 from tests.fakes.gcp_catalog import FakeCatalog
 
 DATA = Path(__file__).parents[1] / "data" / "gcp"
@@ -169,18 +170,16 @@ def endpoint(fake: FakeCatalog) -> Iterator[str]:
         yield url
 
 
-def make_collector(endpoint: str, **options: Any) -> GcpCatalog:
-    """The collector with a real CloudCatalogClient (REST transport) pointed at the fake."""
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries of transient failures start after 10 ms, not 1 s."""
+    monkeypatch.setattr(gcp_catalog, "RETRY_INITIAL_DELAY_S", 0.01)
 
-    def client() -> billing_v1.CloudCatalogClient:
-        return billing_v1.CloudCatalogClient(
-            transport="rest",
-            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-            client_options={"api_endpoint": endpoint},
-        )
 
-    options.setdefault("retry_initial_delay_s", 0.01)
-    return GcpCatalog("gcp-prices", client_factory=client, **options)
+def make_collector(endpoint: str, **keys: Any) -> GcpCatalog:
+    """The collector, its real CloudCatalogClient (REST) pointed at the fake, anonymously."""
+    context = CollectorContext(google_credentials_factory=AnonymousCredentials)
+    return build_collector(GcpCatalog, context, name="gcp-prices", api_endpoint=endpoint, **keys)
 
 
 def test_units_and_nanos_land_exactly(fake: FakeCatalog, endpoint: str) -> None:

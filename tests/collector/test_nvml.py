@@ -25,6 +25,7 @@ from gpucost.collector.nvml import (
 )
 from gpucost.core.errors import CollectorError, MissingDependencyError
 from gpucost.core.window import Window
+from tests.collector.builders import build_collector
 from tests.fakes.pynvml_fake import (
     NVML_ERROR_DRIVER_NOT_LOADED,
     FakeNvml,
@@ -247,9 +248,8 @@ def test_missing_nvidia_ml_py_is_one_line(monkeypatch: pytest.MonkeyPatch) -> No
     message = str(raised.value)
     assert "\n" not in message and "pip install 'nvidia-ml-py'" in message
     settings = NvmlSettings(name="gpu-agent", kind="nvml")
-    spec_build = NvmlCollector.from_settings
     with pytest.raises(MissingDependencyError):
-        spec_build(settings, CollectorContext())
+        NvmlCollector(settings, CollectorContext())
 
 
 class FakeTime:
@@ -320,12 +320,18 @@ def test_two_partial_flushes_of_an_hour_merge(proc: Path) -> None:
     assert merged.get_column("seconds_observed").unique().to_list() == [1200.0]
 
 
+def nvml_source(proc: Path, clock: Callable[[], datetime], **keys: object) -> NvmlCollector:
+    """An nvml source on host ``h`` over the fake fleet and /proc tree."""
+    nvml = FakeNvml(fleet())
+    context = CollectorContext(clock=clock, nvml_loader=lambda: nvml)
+    return build_collector(
+        NvmlCollector, context, name="gpu-agent", host="h", proc_root=str(proc), **keys
+    )
+
+
 def test_nvml_collector_rolls_up_its_spool(proc: Path, tmp_path: Path) -> None:
     fake = FakeTime(T0)
-    sampler = NvmlSampler(FakeNvml(fleet()), host="h", proc_root=proc, clock=fake.clock)
-    source = NvmlCollector(
-        "gpu-agent", sampler, interval_s=60, spool=SampleSpool(tmp_path / "spool")
-    )
+    source = nvml_source(proc, fake.clock, interval_s=60, spool_dir=str(tmp_path / "spool"))
     window = Window(date(2024, 9, 24), date(2024, 9, 25))
     for _ in range(3):
         collected = source.collect(window)
@@ -342,8 +348,7 @@ def test_nvml_collector_rolls_up_its_spool(proc: Path, tmp_path: Path) -> None:
 
 
 def test_nvml_collector_without_spool_lands_one_sample(proc: Path) -> None:
-    sampler = NvmlSampler(FakeNvml(fleet()), host="h", proc_root=proc, clock=fixed_clock(T0))
-    collected = NvmlCollector("gpu-agent", sampler, interval_s=10).collect(
+    collected = nvml_source(proc, fixed_clock(T0), interval_s=10).collect(
         Window(date(2024, 9, 24), date(2024, 9, 25))
     )
     assert collected.frames["gpu_usage"].get_column("seconds_observed").max() == 10.0

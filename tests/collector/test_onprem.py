@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from types import SimpleNamespace
 from typing import Any
 
 import polars as pl
@@ -25,6 +25,7 @@ from gpucost.config import validate_config
 from gpucost.core.contracts import BILLING, GPU_USAGE
 from gpucost.core.errors import CollectorError
 from gpucost.core.window import Window
+from tests.collector.builders import build_collector
 
 WINDOW = Window(date(2024, 9, 17), date(2024, 9, 19))  # 48 hours
 INGESTED = datetime(2024, 9, 19, 5, tzinfo=UTC)
@@ -110,16 +111,23 @@ def gpu_usage_rows() -> pl.DataFrame:
     return GPU_USAGE.conform(pl.DataFrame(rows, schema_overrides={"gpu_index": pl.Int32}), "dcgm")
 
 
-def collector(**options: Any) -> OnPrem:
-    """The three servers, $0.12/kWh, PUE 1.4."""
-    return OnPrem(
-        "onprem",
-        [DGX, OLD, ENDING],
-        power_price_per_kwh=PRICE_PER_KWH,
-        pue=PUE,
-        clock=lambda: INGESTED,
-        **options,
+def collector(
+    power_reader: Callable[[Window], pl.LazyFrame] | None = None,
+    servers: Sequence[OnPremServer] = (DGX, OLD, ENDING),
+    **keys: Any,
+) -> OnPrem:
+    """The servers (default: the three above), $0.12/kWh, PUE 1.4; ``power_reader`` answers
+    the shell's gpu_usage reads."""
+
+    def table_reader(table: str, window: Window) -> pl.LazyFrame:
+        assert power_reader is not None and table == "gpu_usage"
+        return power_reader(window)
+
+    context = CollectorContext(
+        clock=lambda: INGESTED, table_reader=table_reader if power_reader else None
     )
+    keys = {"power_price_per_kwh": PRICE_PER_KWH, "pue": PUE, **keys}
+    return build_collector(OnPrem, context, name="onprem", servers=list(servers), **keys)
 
 
 def test_an_8_gpu_host_costs_depreciation_plus_opex_plus_power() -> None:
@@ -223,11 +231,7 @@ def test_service_starts_and_retires_at_midnight_utc() -> None:
             "retired_date": date(2024, 9, 18),
         }
     )
-    billing = (
-        OnPrem("onprem", [new, retired], power_price_per_kwh=PRICE_PER_KWH)
-        .collect(WINDOW)
-        .frames["billing"]
-    )
+    billing = collector(servers=[new, retired], pue=Decimal(1)).collect(WINDOW).frames["billing"]
     spans = billing.group_by("ResourceId").agg(
         pl.col("ChargePeriodStart").min().alias("first"), pl.len().alias("hours")
     )
@@ -260,7 +264,7 @@ def test_hour_cost_rounds_each_component_half_even() -> None:
     assert cost.opex == Decimal("0.002739726027397260")
     assert cost.power == Decimal("0.0000003")
     assert cost.total == Decimal("0.004109589041095890") + Decimal("0.0000003")
-    small = OnPrem("onprem", [server], power_price_per_kwh=Decimal("0.3"))
+    small = collector(servers=[server], power_price_per_kwh=Decimal("0.3"), pue=Decimal(1))
     description = small.collect(Window(date(2024, 9, 17), date(2024, 9, 18))).frames["billing"][
         "ChargeDescription"
     ][0]
@@ -268,7 +272,7 @@ def test_hour_cost_rounds_each_component_half_even() -> None:
 
 
 def test_a_failing_power_reader_is_named() -> None:
-    def broken(window: Window) -> pl.DataFrame:
+    def broken(window: Window) -> pl.LazyFrame:
         raise OSError("lake unreachable")
 
     with pytest.raises(CollectorError, match=r"reading measured GPU power .* lake unreachable"):
@@ -315,14 +319,14 @@ def test_docstring_example_builds_and_hands_in_the_lake_reader() -> None:
     notes = plain.collect(day).notes
     assert notes["power_source"].startswith("nameplate")
 
-    # With one (the shell's proposed CollectorContext.table_reader), gpu_usage is read.
+    # With one (the shell's CollectorContext.table_reader), gpu_usage is read.
     asked: list[tuple[str, Window]] = []
 
     def table_reader(table: str, window: Window) -> pl.LazyFrame:
         asked.append((table, window))
         return gpu_usage_rows().lazy()
 
-    context: Any = SimpleNamespace(table_reader=table_reader, clock=lambda: INGESTED)
+    context = CollectorContext(table_reader=table_reader, clock=lambda: INGESTED)
     measured = spec.build(settings, context).collect(day)
     assert asked == [("gpu_usage", day)]
     assert measured.notes["hours_measured_power"] == 3

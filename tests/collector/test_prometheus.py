@@ -29,7 +29,6 @@ import pytest
 from gpucost.collector.base import CollectorContext
 from gpucost.collector.prometheus import (
     DEFAULT_QUERIES,
-    PrometheusApi,
     PrometheusGpuMetrics,
     PrometheusSettings,
     chunk_range,
@@ -37,6 +36,7 @@ from gpucost.collector.prometheus import (
 from gpucost.core.contracts import GPU_USAGE
 from gpucost.core.errors import CollectorError, ConfigError
 from gpucost.core.window import Window
+from tests.collector.builders import build_collector
 from tests.fakes.prometheus_server import ExporterServer, PrometheusServer, prometheus_binary
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -89,7 +89,7 @@ def test_reads_a_real_prometheus_back(live_prometheus: LivePrometheus) -> None:
     settings = PrometheusSettings(
         name="gpu-metrics", kind="prometheus", url=live_prometheus.url, step_s=1
     )
-    source = PrometheusGpuMetrics.from_settings(settings, CollectorContext())
+    source = PrometheusGpuMetrics(settings, CollectorContext())
     collected = source.collect(window)
     rows = collected.frames["gpu_usage"]
     GPU_USAGE.validate(rows, "gpu-metrics")
@@ -121,10 +121,16 @@ def test_reads_a_real_prometheus_back(live_prometheus: LivePrometheus) -> None:
 
 def test_chunking_gives_the_same_rows(live_prometheus: LivePrometheus) -> None:
     window = Window.days_inclusive(live_prometheus.started.date(), datetime.now(UTC).date())
-    api = PrometheusApi(live_prometheus.url)
-    wide = PrometheusGpuMetrics("p", api, step_s=1, max_points_per_series=11_000)
-    narrow = PrometheusGpuMetrics("p", PrometheusApi(live_prometheus.url), step_s=1)
-    narrow.max_points_per_series = 7_001
+    wide, narrow = (
+        build_collector(
+            PrometheusGpuMetrics,
+            name="p",
+            url=live_prometheus.url,
+            step_s=1,
+            max_points_per_series=max_points,
+        )
+        for max_points in (11_000, 7_001)
+    )
     # Same instant cut-off for both: only hours already finished a while ago can be compared.
     first = wide.collect(window).frames["gpu_usage"]
     second = narrow.collect(window).frames["gpu_usage"]
@@ -280,12 +286,13 @@ def steady(params: dict[str, str], _headers: dict[str, str]) -> tuple[int, Any, 
     return 200, matrix(series), {}
 
 
-def source(url: str, **kwargs: Any) -> PrometheusGpuMetrics:
-    api_options = {
-        key: kwargs.pop(key) for key in ("max_retries", "sleep", "session") if key in kwargs
-    }
-    api = PrometheusApi(url, source="gpu-metrics", **api_options)
-    return PrometheusGpuMetrics("gpu-metrics", api, step_s=kwargs.pop("step_s", 300), **kwargs)
+def source(
+    url: str, sleep: Callable[[float], None] | None = None, **keys: Any
+) -> PrometheusGpuMetrics:
+    """A prometheus source over ``url`` (step 300 s unless given); ``sleep`` records pauses."""
+    context = CollectorContext(sleep=sleep) if sleep is not None else CollectorContext()
+    keys.setdefault("step_s", 300)
+    return build_collector(PrometheusGpuMetrics, context, name="gpu-metrics", url=url, **keys)
 
 
 @pytest.mark.parametrize("fake_api", [steady], indirect=True)
@@ -429,7 +436,7 @@ def test_bearer_and_basic_auth_from_secret_refs(
             | auth
         )
         assert "s3cr3t" not in repr(settings) and "p4ss" not in repr(settings)
-        collected = PrometheusGpuMetrics.from_settings(settings, CollectorContext()).collect(DAY)
+        collected = PrometheusGpuMetrics(settings, CollectorContext()).collect(DAY)
         assert collected.frames["gpu_usage"].height == 48
         assert "s3cr3t" not in json.dumps(collected.notes) and "p4ss" not in json.dumps(
             collected.notes
@@ -444,7 +451,7 @@ def test_bearer_and_basic_auth_from_secret_refs(
         }
     )
     with pytest.raises(ConfigError, match="PROM_TOKEN is not set"):
-        PrometheusGpuMetrics.from_settings(settings, CollectorContext())
+        PrometheusGpuMetrics(settings, CollectorContext())
 
 
 def test_settings_are_checked() -> None:
@@ -455,10 +462,12 @@ def test_settings_are_checked() -> None:
 
 
 def test_query_overrides_replace_the_default() -> None:
-    api = PrometheusApi("http://user:secret@prometheus.example:9090/")
-    collector = PrometheusGpuMetrics(
-        "p", api, queries={"power_w": "avg_over_time(my_power[{step}])"}
+    collector = build_collector(
+        PrometheusGpuMetrics,
+        name="p",
+        url="http://user:secret@prometheus.example:9090/",
+        queries={"power_w": "avg_over_time(my_power[{step}])"},
     )
     assert collector.queries["power_w"] == "avg_over_time(my_power[{step}])"
     assert collector.queries["util"] == DEFAULT_QUERIES["util"]
-    assert api.safe_url == "http://prometheus.example:9090"
+    assert collector.api.safe_url == "http://prometheus.example:9090"
