@@ -8,7 +8,7 @@ are strings in the file and :class:`~decimal.Decimal` here, so they stay exact.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
@@ -121,22 +121,24 @@ def _sourced(table: Table, where: str, sources: Table) -> Table:
     return table
 
 
-def _gpu_models(catalog: Table, sources: Table) -> dict[str, GpuModel]:
-    models: dict[str, GpuModel] = {}
-    tables = _table(catalog, "gpu_models")
+def _entries(catalog: Table, section: str, sources: Table) -> Iterator[tuple[str, str, Table]]:
+    """(key, where, table) of every ``[section.key]`` table, each naming a known source."""
+    tables = _table(catalog, section)
     for key in tables:
-        where = f"gpu_models.{key}"
-        entry = _sourced(_table(tables, key), where, sources)
-        models[key] = GpuModel(
-            model_name=_text(entry, "model_name", where),
-            family=_text(entry, "family", where),
-            fb_total_mib=_integer(entry, "fb_total_mib", where),
-            idle_power_w=_integer(entry, "idle_power_w", where),
-            max_power_w=_integer(entry, "max_power_w", where),
-            idle_sm_clock_mhz=_integer(entry, "idle_sm_clock_mhz", where),
-            max_sm_clock_mhz=_integer(entry, "max_sm_clock_mhz", where),
-        )
-    return models
+        where = f"{section}.{key}"
+        yield key, where, _sourced(_table(tables, key), where, sources)
+
+
+def _gpu_model(entry: Table, where: str) -> GpuModel:
+    return GpuModel(
+        model_name=_text(entry, "model_name", where),
+        family=_text(entry, "family", where),
+        fb_total_mib=_integer(entry, "fb_total_mib", where),
+        idle_power_w=_integer(entry, "idle_power_w", where),
+        max_power_w=_integer(entry, "max_power_w", where),
+        idle_sm_clock_mhz=_integer(entry, "idle_sm_clock_mhz", where),
+        max_sm_clock_mhz=_integer(entry, "max_sm_clock_mhz", where),
+    )
 
 
 def _instance_type(
@@ -186,28 +188,16 @@ def _instance_types(
     return types
 
 
-def _charges(catalog: Table, sources: Table) -> dict[str, Charge]:
-    charges: dict[str, Charge] = {}
-    tables = _table(catalog, "charges")
-    for key in tables:
-        where = f"charges.{key}"
-        entry = _sourced(_table(tables, key), where, sources)
-        resource_type = entry.get("resource_type")
-        charges[key] = Charge(
-            provider=_provider(entry, where),
-            service=_text(entry, "service", where),
-            service_category=_text(entry, "service_category", where),
-            description=_text(entry, "description", where),
-            unit=_text(entry, "unit", where),
-            unit_price=_price(entry, "usd_per_unit", where),
-            resource_type=_text(entry, "resource_type", where) if resource_type else None,
-        )
-    return charges
-
-
-def _rate(catalog: Table, key: str, sources: Table) -> Decimal:
-    where = f"rates.{key}"
-    return _price(_sourced(_table(_table(catalog, "rates"), key), where, sources), "value", where)
+def _charge(entry: Table, where: str) -> Charge:
+    return Charge(
+        provider=_provider(entry, where),
+        service=_text(entry, "service", where),
+        service_category=_text(entry, "service_category", where),
+        description=_text(entry, "description", where),
+        unit=_text(entry, "unit", where),
+        unit_price=_price(entry, "usd_per_unit", where),
+        resource_type=_text(entry, "resource_type", where) if "resource_type" in entry else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -227,8 +217,14 @@ def parse_catalog(catalog: Table) -> Catalog:
     """Type a parsed catalogue; :class:`CatalogError` names the first bad entry."""
     raw_sources = _table(catalog, "sources")
     sources = {key: _text(raw_sources, key, "sources") for key in raw_sources}
-    gpu_models = _gpu_models(catalog, sources)
-    rates = _table(catalog, "rates")
+    gpu_models = {
+        key: _gpu_model(entry, where)
+        for key, where, entry in _entries(catalog, "gpu_models", sources)
+    }
+    rates = {
+        key: _price(entry, "value", where)
+        for key, where, entry in _entries(catalog, "rates", sources)
+    }
     for key in REQUIRED_RATES:
         if key not in rates:
             raise CatalogError(f"{CATALOG_FILE}: [rates.{key}] is missing")
@@ -236,8 +232,11 @@ def parse_catalog(catalog: Table) -> Catalog:
         sources=sources,
         gpu_models=gpu_models,
         instance_types=_instance_types(catalog, sources, gpu_models),
-        charges=_charges(catalog, sources),
-        rates={key: _rate(catalog, key, sources) for key in rates},
+        charges={
+            key: _charge(entry, where)
+            for key, where, entry in _entries(catalog, "charges", sources)
+        },
+        rates=rates,
     )
 
 
