@@ -267,6 +267,13 @@ class AwsCur:
         self.region = settings.region or context.storage_options.get("aws_region")
         self._s3_client: Any | None = None
 
+    def probe(self) -> str | None:
+        """What would fail the source now: a local ``path`` that does not exist (an s3://
+        report is not listed: that is what a run does)."""
+        if "://" in self.path or Path(self.path).exists():
+            return None
+        return f"{self.path} does not exist"
+
     def collect(self, window: Window) -> Collected:
         """Read every billing period overlapping ``window``, whole."""
         if self.path.startswith("s3://") or "://" not in self.path:

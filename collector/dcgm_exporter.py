@@ -20,7 +20,6 @@ many pages, each page fenced by a marker line), turned into raw samples and roll
 from __future__ import annotations
 
 import bisect
-import glob
 import json
 import logging
 import re
@@ -55,6 +54,7 @@ from gpucost.collector.gpu_rollup import (
     rollup_hourly,
     slice_uuid_expr,
 )
+from gpucost.collector.local_files import matching_files, probe_files
 from gpucost.core.contracts import UTC_TIME
 from gpucost.core.errors import CollectorError
 from gpucost.core.window import Window
@@ -212,6 +212,13 @@ class DcgmExporter:
             settings.spool_dir, settings.spool_retention_days, context
         )
 
+    def probe(self) -> str | None:
+        """What would fail the source now: a missing ``file_sd`` file, or recorded ``paths``
+        that match no file. Live targets are not scraped (a run tolerates some down)."""
+        if self.file_sd is not None and not self.file_sd.is_file():
+            return f"file_sd {self.file_sd} does not exist"
+        return probe_files(*self.paths) if self.paths else None
+
     def collect(self, window: Window) -> Collected:
         """Scrape the live targets, read recorded files and spool, roll the window up hourly."""
         notes: dict[str, Any] = {}
@@ -304,9 +311,7 @@ class DcgmExporter:
     # ---- recorded scrapes ----
 
     def _read_recorded(self, window: Window, notes: dict[str, Any]) -> ParsedPages:
-        files = sorted({file for pattern in self.paths for file in glob.glob(pattern)})
-        if not files:
-            raise CollectorError(self.name, f"{', '.join(self.paths)} match no file")
+        files = matching_files(self.name, *self.paths)
         selected = [file for file in files if _may_hold(file, window)]
         notes["files"] = len(selected)
         if len(selected) < len(files):

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import glob
 import io
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import polars as pl
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from gpucost.collector.base import Collected, CollectorContext, SourceSettings, register
+from gpucost.collector.local_files import matching_files, probe_files, read_file
 from gpucost.collector.parsing import (
     blank_to_null,
     canonical_enum,
@@ -61,17 +60,12 @@ class FocusFilesSettings(SourceSettings):
     """Settings of a ``focus-files`` source."""
 
     path: str = Field(
-        description="Local glob (relative to the working directory) or s3://bucket/prefix/glob."
+        description="Local glob (relative to the working directory; ** matches any depth) "
+        "or s3://bucket/prefix/glob."
     )
     format: Literal["auto", "csv", "parquet"] = Field(
         default="auto", description="File format; 'auto' decides by extension."
     )
-
-    @model_validator(mode="after")
-    def _files_exist(self) -> FocusFilesSettings:
-        if "://" not in self.path and not glob.glob(self.path, recursive=True):
-            raise ValueError(f"path {self.path!r} matches no file")
-        return self
 
 
 @dataclass(frozen=True)
@@ -111,11 +105,19 @@ class FocusFiles:
         """The glob or URL, local paths made absolute against the working directory."""
         self._s3_client: Any | None = None
 
+    def probe(self) -> str | None:
+        """What would fail the source now: no file matches, or the bucket cannot be listed."""
+        if not self.path.startswith("s3://"):
+            return probe_files(self.path)
+        try:
+            found = _list_s3(self._s3(), self.path)
+        except Exception as error:  # botocore raises many classes; say what was tried instead.
+            return f"cannot list {self.path}: {error}"
+        return None if found else f"{self.path} matches no file"
+
     def collect(self, window: Window) -> Collected:
         """Read every matching file; rows of the window are returned, others are counted."""
         files = self._list_files()
-        if not files:
-            raise CollectorError(self.name, f"{self.path} matches no file")
         ingested_at = self.context.clock()
         frames, rejects, dropped = [], [], set()
         for file in files:
@@ -141,22 +143,23 @@ class FocusFiles:
         return Collected({"billing": in_window}, pl.concat(rejects), notes)
 
     def _list_files(self) -> list[str]:
-        if self.path.startswith("s3://"):
-            return _list_s3(self._s3(), self.path)
-        return sorted(glob.glob(self.path, recursive=True))
+        """The files to read, sorted; a CollectorError naming the pattern when none match."""
+        if not self.path.startswith("s3://"):
+            return matching_files(self.name, self.path)
+        files = _list_s3(self._s3(), self.path)
+        if not files:
+            raise CollectorError(self.name, f"{self.path} matches no file")
+        return files
 
     def _read_bytes(self, file: str) -> bytes:
-        if file.startswith("s3://"):
-            bucket, _, key = file.removeprefix("s3://").partition("/")
-            try:
-                body: bytes = self._s3().get_object(Bucket=bucket, Key=key)["Body"].read()
-            except Exception as error:  # botocore raises many classes; name the file instead.
-                raise CollectorError(self.name, f"cannot read {file}: {error}") from error
-            return body
+        if not file.startswith("s3://"):
+            return read_file(self.name, file)
+        bucket, _, key = file.removeprefix("s3://").partition("/")
         try:
-            return Path(file).read_bytes()
-        except OSError as error:
-            raise CollectorError(self.name, f"cannot read {file}: {error.strerror}") from error
+            body: bytes = self._s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception as error:  # botocore raises many classes; name the file instead.
+            raise CollectorError(self.name, f"cannot read {file}: {error}") from error
+        return body
 
     def _s3(self) -> Any:
         if self._s3_client is None:

@@ -8,7 +8,12 @@ from typing import ClassVar
 import polars as pl
 
 from gpucost.collector.base import Collected, CollectorContext, SourceSettings, register
-from gpucost.collector.local_files import LocalFileSettings, matching_files, read_file
+from gpucost.collector.local_files import (
+    LocalFileSettings,
+    matching_files,
+    probe_files,
+    read_file,
+)
 from gpucost.collector.parsing import blank_to_null, parse_timestamp, rejects_from
 from gpucost.core.contracts import HOST_METRICS
 from gpucost.core.errors import CollectorError
@@ -46,6 +51,10 @@ class HostMetricsFile:
     def __init__(self, settings: HostMetricsFileSettings, context: CollectorContext) -> None:
         self.settings, self.name = settings, settings.name
         self.path = context.resolve(settings.path)
+
+    def probe(self) -> str | None:
+        """What would fail the source now: no file matches ``path``."""
+        return probe_files(self.path)
 
     def collect(self, window: Window) -> Collected:
         """Every file's rows; the shell keeps those of the window."""

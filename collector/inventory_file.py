@@ -8,7 +8,12 @@ from typing import ClassVar
 import polars as pl
 
 from gpucost.collector.base import Collected, CollectorContext, SourceSettings, register
-from gpucost.collector.local_files import LocalFileSettings, read_file
+from gpucost.collector.local_files import (
+    LocalFileSettings,
+    matching_files,
+    probe_files,
+    read_file,
+)
 from gpucost.collector.parsing import (
     blank_to_null,
     canonical_tags,
@@ -25,7 +30,8 @@ REQUIRED = ("resource_id", "provider")
 
 
 class InventoryFileSettings(LocalFileSettings):
-    """Settings of an ``inventory-file`` source: ``path`` names the hosts CSV."""
+    """Settings of an ``inventory-file`` source: ``path`` names the hosts CSV (or a glob of
+    several, read together)."""
 
 
 @register("inventory-file")
@@ -53,11 +59,21 @@ class InventoryFile:
         self.settings, self.name = settings, settings.name
         self.path = context.resolve(settings.path)
 
+    def probe(self) -> str | None:
+        """What would fail the source now: no file matches ``path``."""
+        return probe_files(self.path)
+
     def collect(self, window: Window) -> Collected:
         """One inventory row per host and day of the window on which the host existed."""
-        data = read_file(self.name, self.path)
-        inventory, rejects = read_inventory(self.path, data, self.name, window)
-        return Collected({"inventory": inventory}, rejects, {"file": self.path})
+        files = matching_files(self.name, self.path)
+        inventories, rejects = [], []
+        for file in files:
+            inventory, bad = read_inventory(file, read_file(self.name, file), self.name, window)
+            inventories.append(inventory)
+            rejects.append(bad)
+        return Collected(
+            {"inventory": pl.concat(inventories)}, pl.concat(rejects), {"files": files}
+        )
 
 
 def read_inventory(

@@ -1,39 +1,55 @@
-"""What the collectors of files the team keeps by hand share: settings, paths and reading."""
+"""Local files, found and read one way for every source that reads them.
+
+Glob rules are Python's :func:`glob.glob` with ``recursive=True``, the same in every source:
+``*``, ``?`` and ``[...]`` match within one folder, ``**`` matches any number of folders
+(``exports/**/*.csv``), names starting with a dot are matched only by a pattern that says so,
+and only files count (not folders). A path without wildcards names one file.
+
+Settings never look at the disk, so a config is valid wherever it is checked: a pattern that
+matches nothing fails its source when the source runs (a CollectorError naming the source and
+the pattern, which the shell records as a failed source) and :func:`probe_files` reports the
+same problem without collecting (``config check --probe``).
+"""
 
 from __future__ import annotations
 
 import glob
+from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from gpucost.collector.base import CollectorContext, SourceSettings
+from gpucost.collector.base import SourceSettings
 from gpucost.core.errors import CollectorError
 
 
 class LocalFileSettings(SourceSettings):
-    """A source read from local files: ``path`` is a file or a glob that must match now."""
+    """A source read from local files: ``path`` is a file or a glob (see the module's rules)."""
 
-    path: str = Field(description="Local file or glob, relative to the working directory.")
-
-    @model_validator(mode="after")
-    def _matches_a_file(self) -> LocalFileSettings:
-        if not glob.glob(self.path):
-            raise ValueError(f"path {self.path!r} matches no file")
-        return self
+    path: str = Field(
+        description="Local file or glob (** matches any depth), relative to the working directory."
+    )
 
 
-def resolve(path: str, context: CollectorContext) -> str:
-    """``path`` made absolute against the context's working directory."""
-    return path if Path(path).is_absolute() else str(context.working_dir / path)
+def glob_files(pattern: str) -> list[str]:
+    """The files ``pattern`` matches, sorted (``**`` matches any number of folders)."""
+    return sorted(path for path in glob.glob(pattern, recursive=True) if Path(path).is_file())
 
 
-def matching_files(source: str, pattern: str) -> list[str]:
-    """The files a glob matches, sorted; a CollectorError naming the pattern when none."""
-    files = sorted(glob.glob(pattern))
+def matching_files(source: str, *patterns: str) -> list[str]:
+    """The files any of ``patterns`` match, sorted, each once; a CollectorError naming the
+    source and the patterns when there is none."""
+    files = sorted({file for pattern in patterns for file in glob_files(pattern)})
     if not files:
-        raise CollectorError(source, f"{pattern} matches no file")
+        raise CollectorError(source, _no_match(patterns))
     return files
+
+
+def probe_files(*patterns: str) -> str | None:
+    """The problem a run would meet (no file matches), or None: for ``config check --probe``."""
+    if any(glob_files(pattern) for pattern in patterns):
+        return None
+    return _no_match(patterns)
 
 
 def read_file(source: str, path: str) -> bytes:
@@ -42,3 +58,9 @@ def read_file(source: str, path: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as error:
         raise CollectorError(source, f"cannot read {path}: {error.strerror}") from None
+
+
+def _no_match(patterns: Sequence[str]) -> str:
+    if len(patterns) == 1:
+        return f"{patterns[0]} matches no file"
+    return f"{', '.join(patterns)} match no file"

@@ -14,7 +14,11 @@ from gpucost.collector.base import (
     SourceSettings,
     register,
 )
-from gpucost.collector.local_files import LocalFileSettings, read_file
+from gpucost.collector.local_files import (
+    LocalFileSettings,
+    glob_files,
+    read_file,
+)
 from gpucost.collector.parsing import blank_to_null, rejects_from
 from gpucost.core.contracts import HEADCOUNT
 from gpucost.core.errors import CollectorError
@@ -25,7 +29,7 @@ REQUIRED = ("person_id", "project", "fraction", "start")
 
 
 class RosterSettings(LocalFileSettings):
-    """Settings of a ``roster`` source: ``path`` names the roster CSV."""
+    """Settings of a ``roster`` source: ``path`` names the roster CSV (a glob must match one)."""
 
 
 @register("roster")
@@ -53,11 +57,29 @@ class Roster:
         self.settings, self.name = settings, settings.name
         self.path = context.resolve(settings.path)
 
+    def probe(self) -> str | None:
+        """What would fail the source now: ``path`` matches no file, or several."""
+        return _not_one_file(self.path, glob_files(self.path))
+
     def collect(self, window: Window) -> Collected:
         """Expand the roster to one row per person, project and day of the window."""
-        data = read_file(self.name, self.path)
-        headcount, rejects = read_roster(self.path, data, self.name, window)
-        return Collected({"headcount": headcount}, rejects, {"file": self.path})
+        files = glob_files(self.path)
+        problem = _not_one_file(self.path, files)
+        if problem:
+            raise CollectorError(self.name, problem)
+        (file,) = files
+        headcount, rejects = read_roster(file, read_file(self.name, file), self.name, window)
+        return Collected({"headcount": headcount}, rejects, {"file": file})
+
+
+def _not_one_file(pattern: str, files: list[str]) -> str | None:
+    """Why ``files`` are not one roster file, or None. A roster is one file because a person's
+    fractions must add up to at most 1 over all of it."""
+    if not files:
+        return f"{pattern} matches no file"
+    if len(files) > 1:
+        return f"{pattern} matches {len(files)} files; a roster is one file: {', '.join(files)}"
+    return None
 
 
 def read_roster(
