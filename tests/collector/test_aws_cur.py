@@ -21,7 +21,8 @@ import pytest
 from typer.testing import CliRunner
 
 from gpucost.cli import app
-from gpucost.collector.aws_cur import AwsCur, read_cur_frame
+from gpucost.collector.aws_cur import AwsCur
+from gpucost.collector.aws_cur_mapping import read_cur_frame
 from gpucost.config import validate_config
 from gpucost.core.contracts import BILLING
 from gpucost.core.errors import CollectorError
