@@ -1,11 +1,11 @@
 """Tests for the prometheus collector: a real Prometheus scraping a local exporter, and a fake API.
 
-The real part: Debian's ``prometheus`` binary (installed by the fixture when missing and
-root; ``.ci/run`` installs it up front) scrapes a loopback exporter serving a recorded
-dcgm-exporter page every second, with target labels that make it rename the page's workload
-labels to ``exported_*``; the collector reads the series back through ``query_range``. The
-fake API answers what a real one answers in the cases a real one cannot be made to: 503s,
-429 with Retry-After, ``isPartial``, warnings, authentication.
+The real part: Debian's ``prometheus`` binary (``.ci/run`` installs it; without it the test
+skips, naming it) scrapes a loopback exporter serving a recorded dcgm-exporter page every
+second, with target labels that make it rename the page's workload labels to ``exported_*``;
+the collector reads the series back through ``query_range``. The fake API answers what a real
+one answers in the cases a real one cannot be made to: 503s, 429 with Retry-After,
+``isPartial``, warnings, authentication.
 """
 
 from __future__ import annotations

@@ -4,14 +4,13 @@
   per page, plus the faults a scraper meets: a target that never answers, a 500, a body cut
   short of its Content-Length, a body cut mid-line.
 * :class:`PrometheusServer` runs Debian's ``prometheus`` binary on a free port with a temporary
-  config and TSDB, scraping such an exporter; :func:`prometheus_binary` finds the binary or
-  installs the Debian package (as root), and says why when neither works.
+  config and TSDB, scraping such an exporter; :func:`prometheus_binary` finds the binary, or
+  says why not so that the test skips naming it (tests never install packages).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -127,33 +126,17 @@ def closed_url() -> str:
 
 
 def prometheus_binary() -> tuple[str | None, str]:
-    """The ``prometheus`` binary, installing Debian's package when missing and root.
+    """The ``prometheus`` binary on PATH, or (None, why not) for the test to skip with.
 
-    Returns (path, "") or (None, the reason it cannot be had) for a clear skip.
+    Tests never install system packages: ``.ci/run`` installs Debian's ``prometheus`` package
+    before the tests, and a developer without it sees the test skip, naming the binary.
     """
     found = shutil.which("prometheus")
     if found:
         return found, ""
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        return None, "prometheus is not installed and installing it needs root (apt-get)"
-    if shutil.which("apt-get") is None:
-        return None, "prometheus is not installed and this system has no apt-get"
-    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"],
-    ):
-        try:
-            done = subprocess.run(
-                command, env=environment, capture_output=True, text=True, timeout=300, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired) as error:
-            return None, f"`{' '.join(command)}` failed: {error}"
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            return None, f"`{' '.join(command)}` failed: {tail[0]}"
-    found = shutil.which("prometheus")
-    return (found, "") if found else (None, "apt-get installed prometheus but it is not on PATH")
+    return None, (
+        "the prometheus binary is not on PATH; install the Debian package prometheus (.ci/run does)"
+    )
 
 
 @dataclass
