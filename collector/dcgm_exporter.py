@@ -47,11 +47,12 @@ from gpucost.collector.base import (
 )
 from gpucost.collector.dcgm_text import SAMPLE_SCHEMA, parse_dcgm_exposition
 from gpucost.collector.gpu_rollup import (
-    MIB,
     SampleSpool,
     conform_samples,
     empty_samples,
+    mib_to_bytes,
     rollup_hourly,
+    samples_by_instant,
     slice_uuid_expr,
 )
 from gpucost.collector.local_files import matching_files, probe_files
@@ -584,30 +585,12 @@ def samples_from_dcgm(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
         return pl.col("value").filter(pl.col("metric") == name).first()
 
     by_instant = (
-        wanted.filter(placeable)
-        .group_by("time", "host", "gpu_uuid", "namespace", "pod", "container")
-        .agg(
-            pl.col("gpu_index").first(ignore_nulls=True),
-            pl.col("gpu_model").first(ignore_nulls=True),
-            pl.col("mig_profile").first(ignore_nulls=True),
-            *[metric(name).alias(name) for name in METRICS],
-        )
+        samples_by_instant(wanted.filter(placeable), {name: metric(name) for name in METRICS})
         .select(
-            "time",
-            "host",
-            "gpu_uuid",
-            "gpu_index",
-            "gpu_model",
-            "mig_profile",
-            "namespace",
-            "pod",
-            "container",
+            pl.exclude(METRICS),
             pl.coalesce(pl.col(GR_ENGINE_ACTIVE), pl.col(GPU_UTIL) / 100.0).alias("util"),
-            (pl.col(FB_USED) * MIB).round().cast(pl.Int64()).alias("mem_used_bytes"),
-            ((pl.col(FB_USED) + pl.col(FB_FREE)) * MIB)
-            .round()
-            .cast(pl.Int64())
-            .alias("mem_total_bytes"),
+            mib_to_bytes(pl.col(FB_USED)).alias("mem_used_bytes"),
+            mib_to_bytes(pl.col(FB_USED) + pl.col(FB_FREE)).alias("mem_total_bytes"),
             pl.col(POWER_USAGE).alias("power_w"),
             pl.col(SM_CLOCK).alias("sm_clock_mhz"),
         )

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Final
@@ -52,8 +52,10 @@ __all__ = [
     "SampleSpool",
     "conform_samples",
     "merge_rollups",
+    "mib_to_bytes",
     "mig_slice_uuid",
     "rollup_hourly",
+    "samples_by_instant",
     "slice_uuid_expr",
     "workload_of",
 ]
@@ -144,6 +146,21 @@ def workload_of(pod: pl.Expr) -> pl.Expr:
             .otherwise(expression)
         )
     return expression
+
+
+def mib_to_bytes(mib: pl.Expr) -> pl.Expr:
+    """MiB (dcgm-exporter's framebuffer unit, see :data:`MIB`) as whole bytes."""
+    return (mib * MIB).round().cast(pl.Int64())
+
+
+def samples_by_instant(rows: pl.LazyFrame, values: Mapping[str, pl.Expr]) -> pl.LazyFrame:
+    """One row per instant and series (``time`` + :data:`SERIES_KEYS`) from long rows: the
+    GPU's first known index, model and MIG profile, and each aggregation of ``values`` under
+    its name (one column per metric a source read)."""
+    return rows.group_by("time", *SERIES_KEYS).agg(
+        *(pl.col(name).first(ignore_nulls=True) for name in _ATTRIBUTES),
+        *(value.alias(name) for name, value in values.items()),
+    )
 
 
 def conform_samples(frame: pl.DataFrame) -> pl.DataFrame:

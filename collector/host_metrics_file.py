@@ -12,7 +12,7 @@ from gpucost.collector.local_files import (
     LocalFileSettings,
     matching_files,
     probe_files,
-    read_file,
+    read_all,
 )
 from gpucost.collector.parsing import blank_to_null, parse_timestamp, rejects_from
 from gpucost.core.contracts import HOST_METRICS
@@ -59,12 +59,10 @@ class HostMetricsFile:
     def collect(self, window: Window) -> Collected:
         """Every file's rows; the shell keeps those of the window."""
         files = matching_files(self.name, self.path)
-        frames, rejects = [], []
-        for file in files:
-            frame, bad = read_host_metrics(file, read_file(self.name, file), self.name)
-            frames.append(frame)
-            rejects.append(bad)
-        return Collected({"host_metrics": pl.concat(frames)}, pl.concat(rejects), {"files": files})
+        rows, rejects = read_all(
+            self.name, files, lambda file, data: read_host_metrics(file, data, self.name)
+        )
+        return Collected({"host_metrics": rows}, rejects, {"files": files})
 
 
 def read_host_metrics(file: str, data: bytes, source: str) -> tuple[pl.DataFrame, pl.DataFrame]:

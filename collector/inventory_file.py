@@ -12,7 +12,7 @@ from gpucost.collector.local_files import (
     LocalFileSettings,
     matching_files,
     probe_files,
-    read_file,
+    read_all,
 )
 from gpucost.collector.parsing import (
     blank_to_null,
@@ -66,14 +66,10 @@ class InventoryFile:
     def collect(self, window: Window) -> Collected:
         """One inventory row per host and day of the window on which the host existed."""
         files = matching_files(self.name, self.path)
-        inventories, rejects = [], []
-        for file in files:
-            inventory, bad = read_inventory(file, read_file(self.name, file), self.name, window)
-            inventories.append(inventory)
-            rejects.append(bad)
-        return Collected(
-            {"inventory": pl.concat(inventories)}, pl.concat(rejects), {"files": files}
+        inventory, rejects = read_all(
+            self.name, files, lambda file, data: read_inventory(file, data, self.name, window)
         )
+        return Collected({"inventory": inventory}, rejects, {"files": files})
 
 
 def read_inventory(

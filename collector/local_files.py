@@ -14,9 +14,10 @@ same problem without collecting (``config check --probe``).
 from __future__ import annotations
 
 import glob
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import polars as pl
 from pydantic import Field
 
 from gpucost.collector.base import SourceSettings
@@ -58,6 +59,20 @@ def read_file(source: str, path: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as error:
         raise CollectorError(source, f"cannot read {path}: {error.strerror}") from None
+
+
+def read_all(
+    source: str,
+    files: Sequence[str],
+    parse: Callable[[str, bytes], tuple[pl.DataFrame, pl.DataFrame]],
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Each file's bytes through ``parse(file, data)`` -> (rows, rejects), each concatenated."""
+    rows, rejects = [], []
+    for file in files:
+        frame, bad = parse(file, read_file(source, file))
+        rows.append(frame)
+        rejects.append(bad)
+    return pl.concat(rows), pl.concat(rejects)
 
 
 def _no_match(patterns: Sequence[str]) -> str:

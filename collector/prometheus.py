@@ -27,7 +27,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gpucost.collector.base import Collected, CollectorContext, SourceSettings, register
 from gpucost.collector.dcgm_text import gpu_index_of, label_roles
-from gpucost.collector.gpu_rollup import MIB, conform_samples, mig_slice_uuid, rollup_hourly
+from gpucost.collector.gpu_rollup import (
+    conform_samples,
+    mib_to_bytes,
+    mig_slice_uuid,
+    rollup_hourly,
+    samples_by_instant,
+)
 from gpucost.core.contracts import UTC_TIME
 from gpucost.core.errors import CollectorError
 from gpucost.core.secrets import SecretRef
@@ -458,37 +464,22 @@ def samples_from_results(results: Sequence[QueryResult], step_s: int) -> tuple[p
     schema["gpu_index"] = pl.Int32()
     points = pl.DataFrame(columns, schema=schema)
     time_us = ((pl.col("t") - step_s) * 1_000_000).round().cast(pl.Int64())
-    keys = ["time", "host", "gpu_uuid", "namespace", "pod", "container"]
 
     def measure(name: str) -> pl.Expr:
         return pl.col("v").filter(pl.col("measure") == name).first(ignore_nulls=True)
 
+    timed = points.lazy().with_columns(
+        pl.from_epoch(time_us, time_unit="us")
+        .dt.replace_time_zone("UTC")
+        .cast(UTC_TIME)
+        .alias("time")
+    )
     samples = (
-        points.lazy()
-        .with_columns(
-            pl.from_epoch(time_us, time_unit="us")
-            .dt.replace_time_zone("UTC")
-            .cast(UTC_TIME)
-            .alias("time")
-        )
-        .group_by(keys)
-        .agg(
-            pl.col("gpu_index").first(ignore_nulls=True),
-            pl.col("gpu_model").first(ignore_nulls=True),
-            pl.col("mig_profile").first(ignore_nulls=True),
-            *[measure(name).alias(name) for name in _MEASURE_COLUMNS],
-        )
+        samples_by_instant(timed, {name: measure(name) for name in _MEASURE_COLUMNS})
         .select(
-            *keys,
-            "gpu_index",
-            "gpu_model",
-            "mig_profile",
-            "util",
-            "util_max",
-            (pl.col("mem_used_mib") * MIB).round().cast(pl.Int64()).alias("mem_used_bytes"),
-            (pl.col("mem_total_mib") * MIB).round().cast(pl.Int64()).alias("mem_total_bytes"),
-            "power_w",
-            "sm_clock_mhz",
+            pl.exclude("mem_used_mib", "mem_total_mib"),
+            mib_to_bytes(pl.col("mem_used_mib")).alias("mem_used_bytes"),
+            mib_to_bytes(pl.col("mem_total_mib")).alias("mem_total_bytes"),
         )
         .collect()
     )
