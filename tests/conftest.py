@@ -1,4 +1,7 @@
-"""Shared fixtures: real local servers (moto's S3/EC2/CE/... in server mode), test data paths."""
+"""Shared fixtures: real local servers (moto's S3/EC2/CE/... in server mode), test data paths,
+gpucost config files written from data (``write_config``) and the run manifests a lake holds
+(``manifests``).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +13,24 @@ from typing import Any
 import boto3
 import pytest
 
+from tests.helpers import ConfigWriter, Manifests, read_manifests
+
 TESTS = Path(__file__).parent
 DATA = TESTS / "data"
 REPO = TESTS.parent
 SHARED_REALDATA = REPO.parent / "shared" / "realdata"
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> ConfigWriter:
+    """Writes config files under ``tmp_path`` (see :class:`ConfigWriter`)."""
+    return ConfigWriter(tmp_path)
+
+
+@pytest.fixture
+def manifests(tmp_path: Path) -> Manifests:
+    """Reads the run manifests of the lake at ``tmp_path / "lake"`` (the written configs')."""
+    return lambda: read_manifests(tmp_path / "lake")
 
 
 @pytest.fixture(scope="session")

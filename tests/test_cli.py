@@ -7,10 +7,11 @@ import hashlib
 import os
 import subprocess
 import sys
-import textwrap
 from collections import defaultdict
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 import pytest
@@ -22,37 +23,30 @@ from gpucost.core.lake import Lake
 from gpucost.core.storage import LocalStorage
 from tests.fakes.stalled_writer import kill_mid_write
 
+if TYPE_CHECKING:
+    from tests.helpers import ConfigWriter
+
 SAMPLE = Path(__file__).parent / "data" / "focus" / "focus_1.0_sample_1000.csv"
 runner = CliRunner()
+VIENNA_AI = {
+    "name": "vienna-ai",
+    "cost_center": "CC-104",
+    "match": {"tags": {"business_unit": "Vienna*"}},
+}
 
 
-def config_file(tmp_path: Path, source_path: Path = SAMPLE, extra: str = "") -> Path:
-    path = tmp_path / "gpucost.toml"
-    path.write_text(
-        textwrap.dedent(
-            f"""
-            [store]
-            data_dir = "{tmp_path / "lake"}"
-            out_dir = "{tmp_path / "out"}"
+@pytest.fixture
+def config_file(write_config: ConfigWriter) -> Callable[..., Path]:
+    """The CLI tests' config: the FOCUS sample as one source, a 30-day night, one rule."""
 
-            [nightly]
-            as_of = "2024-10-01"
-            lookback_days = 30
-
-            [[sources]]
-            name = "finance-focus"
-            kind = "focus-files"
-            path = "{source_path}"
-
-            [[projects]]
-            name = "vienna-ai"
-            cost_center = "CC-104"
-            match = {{ tags = {{ business_unit = "Vienna*" }} }}
-            """
+    def write(source_path: Path = SAMPLE) -> Path:
+        return write_config(
+            nightly={"as_of": "2024-10-01", "lookback_days": 30},
+            sources=[{"name": "finance-focus", "kind": "focus-files", "path": source_path}],
+            projects=[VIENNA_AI],
         )
-        + extra
-    )
-    return path
+
+    return write
 
 
 def lake_digest(root: Path) -> dict[str, str]:
@@ -62,8 +56,10 @@ def lake_digest(root: Path) -> dict[str, str]:
     }
 
 
-def test_collect_lands_the_real_sample_exactly(tmp_path: Path) -> None:
-    config = config_file(tmp_path)
+def test_collect_lands_the_real_sample_exactly(
+    tmp_path: Path, config_file: Callable[..., Path]
+) -> None:
+    config = config_file()
     args = ["collect", "--config", str(config), "--since", "2024-09-01", "--until", "2024-09-30"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -84,8 +80,8 @@ def test_collect_lands_the_real_sample_exactly(tmp_path: Path) -> None:
     assert lake.read(BILLING).height == 1000
 
 
-def test_nightly_prints_costs_and_paths(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["nightly", "--config", str(config_file(tmp_path))])
+def test_nightly_prints_costs_and_paths(tmp_path: Path, config_file: Callable[..., Path]) -> None:
+    result = runner.invoke(app, ["nightly", "--config", str(config_file())])
     assert result.exit_code == 0, result.output
     assert "vienna-ai" in result.output and "unallocated" in result.output
     assert "manifest:" in result.output and "summary:" in result.output
@@ -96,8 +92,10 @@ def test_nightly_prints_costs_and_paths(tmp_path: Path) -> None:
     assert summary["billed_cost"].sum() == Decimal("20.52022672899")
 
 
-def test_a_source_with_no_rows_makes_the_night_incomplete(tmp_path: Path) -> None:
-    config = config_file(tmp_path)
+def test_a_source_with_no_rows_makes_the_night_incomplete(
+    tmp_path: Path, config_file: Callable[..., Path]
+) -> None:
+    config = config_file()
     result = runner.invoke(app, ["nightly", "--config", str(config), "--date", "2023-01-05"])
     assert result.exit_code == 1
     assert "source finance-focus: returned no rows for the window" in result.output
@@ -114,8 +112,10 @@ def test_a_source_with_no_rows_makes_the_night_incomplete(tmp_path: Path) -> Non
         (lambda t: t.replace("[store]", "[store"), "malformed TOML"),
     ],
 )
-def test_config_errors_exit_2_with_one_line(tmp_path: Path, mutation, message: str) -> None:  # type: ignore[no-untyped-def]
-    config = config_file(tmp_path)
+def test_config_errors_exit_2_with_one_line(  # type: ignore[no-untyped-def]
+    tmp_path: Path, config_file: Callable[..., Path], mutation, message: str
+) -> None:
+    config = config_file()
     config.write_text(mutation(config.read_text()))
     result = subprocess.run(
         [sys.executable, "-m", "gpucost.cli", "collect", "--config", str(config)],
@@ -129,14 +129,16 @@ def test_config_errors_exit_2_with_one_line(tmp_path: Path, mutation, message: s
     assert message in lines[0] and str(config) in lines[0]
 
 
-def test_config_check_masks_nothing_secret_and_reports(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["config", "check", "--config", str(config_file(tmp_path))])
+def test_config_check_masks_nothing_secret_and_reports(
+    tmp_path: Path, config_file: Callable[..., Path]
+) -> None:
+    result = runner.invoke(app, ["config", "check", "--config", str(config_file())])
     assert result.exit_code == 0, result.output
     assert '"kind": "focus-files"' in result.output and "is valid (1 sources" in result.output
 
 
-def test_json_logs(tmp_path: Path) -> None:
-    config = config_file(tmp_path)
+def test_json_logs(tmp_path: Path, config_file: Callable[..., Path]) -> None:
+    config = config_file()
     result = subprocess.run(
         [
             sys.executable,
@@ -163,11 +165,13 @@ def test_json_logs(tmp_path: Path) -> None:
     assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
 
 
-def test_sigkill_mid_write_keeps_the_previous_day_readable(tmp_path: Path) -> None:
+def test_sigkill_mid_write_keeps_the_previous_day_readable(
+    tmp_path: Path, config_file: Callable[..., Path]
+) -> None:
     first = tmp_path / "first.csv"
     lines = SAMPLE.read_text().splitlines()
     first.write_text("\n".join(lines[:400]) + "\n")
-    config = config_file(tmp_path, source_path=first)
+    config = config_file(source_path=first)
     args = ["collect", "--config", str(config), "--since", "2024-09-01", "--until", "2024-09-30"]
     assert runner.invoke(app, args).exit_code == 0
     lake = Lake(LocalStorage(tmp_path / "lake"))
@@ -195,8 +199,10 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_operational_mistakes_are_one_line_with_the_right_status(tmp_path: Path) -> None:
-    config = config_file(tmp_path)
+def test_operational_mistakes_are_one_line_with_the_right_status(
+    tmp_path: Path, config_file: Callable[..., Path]
+) -> None:
+    config = config_file()
     # A future night has nothing to read: a usage error.
     future = run_cli("nightly", "--config", str(config), "--date", "2999-01-01")
     assert future.returncode == 2 and "is in the future" in future.stderr

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 import pytest
@@ -20,6 +20,9 @@ from gpucost.core.storage import LocalStorage
 from gpucost.synth import generate
 from tests.fakes.stalled_writer import kill_mid_write
 
+if TYPE_CHECKING:
+    from tests.helpers import ConfigWriter
+
 runner = CliRunner()
 
 
@@ -32,58 +35,34 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def night_config(tmp_path: Path, fleet: Path) -> Path:
-    config = tmp_path / "night.toml"
-    projects = "\n".join(
-        f'[[projects]]\nname = "{name}"\nmatch = {{ tags = {{ project = "{name}" }}, '
-        f'namespaces = ["{name}*"] }}\n'
-        for name in json.loads((fleet / "truth.json").read_text())["projects"]
+@pytest.fixture
+def night_config(write_config: ConfigWriter, fleet: Path) -> Path:
+    """Every kind of file the fleet has as a source, one rule per project, two nights' days."""
+    projects = json.loads((fleet / "truth.json").read_text())["projects"]
+    return write_config(
+        name="night.toml",
+        nightly={"as_of": "2024-09-30", "lookback_days": 2},
+        sources=[
+            {"name": "bill", "kind": "focus-files", "path": fleet / "billing" / "*.csv"},
+            {"name": "hosts", "kind": "inventory-file", "path": fleet / "inventory.csv"},
+            {"name": "people", "kind": "roster", "path": fleet / "roster.csv"},
+            {
+                "name": "gpus",
+                "kind": "dcgm-exporter",
+                "paths": [fleet / "dcgm" / "*" / "*.prom"],
+                "scrape_interval_s": 300,
+            },
+            {"name": "cpu", "kind": "host-metrics-file", "path": fleet / "host_metrics.csv"},
+        ],
+        projects=[
+            {"name": name, "match": {"tags": {"project": name}, "namespaces": [f"{name}*"]}}
+            for name in projects
+        ],
     )
-    config.write_text(
-        textwrap.dedent(
-            f"""
-            [store]
-            data_dir = "{tmp_path / "lake"}"
-            out_dir = "{tmp_path / "out"}"
-
-            [nightly]
-            as_of = "2024-09-30"
-            lookback_days = 2
-
-            [[sources]]
-            name = "bill"
-            kind = "focus-files"
-            path = "{fleet / "billing" / "*.csv"}"
-
-            [[sources]]
-            name = "hosts"
-            kind = "inventory-file"
-            path = "{fleet / "inventory.csv"}"
-
-            [[sources]]
-            name = "people"
-            kind = "roster"
-            path = "{fleet / "roster.csv"}"
-
-            [[sources]]
-            name = "gpus"
-            kind = "dcgm-exporter"
-            paths = ["{fleet / "dcgm" / "*" / "*.prom"}"]
-            scrape_interval_s = 300
-
-            [[sources]]
-            name = "cpu"
-            kind = "host-metrics-file"
-            path = "{fleet / "host_metrics.csv"}"
-            """
-        )
-        + projects
-    )
-    return config
 
 
-def test_nightly_runs_every_stage_and_conserves_money(tmp_path: Path, fleet: Path) -> None:
-    config = night_config(tmp_path, fleet)
+def test_nightly_runs_every_stage_and_conserves_money(tmp_path: Path, night_config: Path) -> None:
+    config = night_config
     result = runner.invoke(app, ["nightly", "--config", str(config)])
     assert result.exit_code == 0, result.output
     lake = Lake(LocalStorage(tmp_path / "lake"))
@@ -122,8 +101,8 @@ def test_nightly_runs_every_stage_and_conserves_money(tmp_path: Path, fleet: Pat
     assert {p: p.read_bytes() for p in exports} == exports
 
 
-def test_allocate_export_and_digest_commands(tmp_path: Path, fleet: Path) -> None:
-    config = night_config(tmp_path, fleet)
+def test_allocate_export_and_digest_commands(tmp_path: Path, night_config: Path) -> None:
+    config = night_config
     collected = runner.invoke(
         app, ["collect", "--config", str(config), "--since", "2024-09-28", "--until", "2024-09-29"]
     )
@@ -156,8 +135,10 @@ def test_allocate_export_and_digest_commands(tmp_path: Path, fleet: Path) -> Non
     assert unsent.exit_code == 2 and "slack_webhook is not set" in unsent.output
 
 
-def test_sigkill_during_an_export_keeps_the_previous_export(tmp_path: Path, fleet: Path) -> None:
-    config = night_config(tmp_path, fleet)
+def test_sigkill_during_an_export_keeps_the_previous_export(
+    tmp_path: Path, night_config: Path
+) -> None:
+    config = night_config
     assert runner.invoke(app, ["nightly", "--config", str(config)]).exit_code == 0
     exports = tmp_path / "out" / "exports" / "2024-09"
     before = {p.name: p.read_bytes() for p in exports.iterdir()}
@@ -182,12 +163,12 @@ def test_sigkill_during_an_export_keeps_the_previous_export(tmp_path: Path, flee
 
 
 def test_the_whole_night_on_an_s3_lake(
-    tmp_path: Path, fleet: Path, moto_endpoint: str, s3_bucket: str
+    tmp_path: Path, night_config: Path, moto_endpoint: str, s3_bucket: str
 ) -> None:
     """Lake and outputs on S3 (moto server): the same night, the same money, read back."""
     import boto3
 
-    config = night_config(tmp_path, fleet)
+    config = night_config
     text = config.read_text()
     text = text.replace(
         f'data_dir = "{tmp_path / "lake"}"',
@@ -217,9 +198,9 @@ def test_the_whole_night_on_an_s3_lake(
     assert lake.read(ALLOCATION)["amount"].sum() == lake.read(BILLING)["EffectiveCost"].sum()
 
 
-def test_the_digest_speaks_of_its_own_night(tmp_path: Path, fleet: Path) -> None:
+def test_the_digest_speaks_of_its_own_night(tmp_path: Path, night_config: Path) -> None:
     """A later `collect` of one source must not become the digest's completeness line."""
-    config = night_config(tmp_path, fleet)
+    config = night_config
     assert runner.invoke(app, ["nightly", "--config", str(config)]).exit_code == 0
     night = json.loads(next((tmp_path / "lake" / "_runs").glob("*.json")).read_text())
     later = runner.invoke(

@@ -9,14 +9,13 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 from apscheduler.schedulers.base import BaseScheduler
@@ -39,58 +38,52 @@ from gpucost.scheduler import (
 )
 from tests.fakes.stalled_writer import kill_mid_write
 
-TESTS = Path(__file__).parent
-SAMPLE = TESTS / "data" / "focus" / "focus_1.0_sample_1000.csv"
-ROSTER = (
-    "person_id,name,project,fraction,start,end,cost_center\nP1,Ada Example,p,1.0,2024-01-01,,CC\n"
-)
+if TYPE_CHECKING:
+    from tests.helpers import ConfigWriter, Manifests
+
+SAMPLE = Path(__file__).parent / "data" / "focus" / "focus_1.0_sample_1000.csv"
+DATA_PLATFORM = {
+    "name": "data-platform",
+    "cost_center": "CC-200",
+    "match": {"tags": {"business_unit": "*Data*"}},
+}
 runner = CliRunner()
 
 
-def write_config(
-    tmp_path: Path,
-    *,
-    lookback_days: int = 30,
-    as_of: str | None = "2024-10-01",
-    source_path: Path = SAMPLE,
-    extra: str = "",
-) -> Path:
-    roster = tmp_path / "roster.csv"
-    roster.write_text(ROSTER)
-    pinned = f'as_of = "{as_of}"' if as_of else ""
-    path = tmp_path / "gpucost.toml"
-    path.write_text(
-        textwrap.dedent(
-            f"""
-            [store]
-            data_dir = "{tmp_path / "lake"}"
-            out_dir = "{tmp_path / "out"}"
+@pytest.fixture
+def config_file(write_config: ConfigWriter) -> Callable[..., Path]:
+    """The FOCUS sample and a roster, scheduled nightly; a night pinned to 2024-10-01.
 
-            [nightly]
-            {pinned}
-            lookback_days = {lookback_days}
+    ``sources`` are added after those two.
+    """
 
-            [[sources]]
-            name = "finance-focus"
-            kind = "focus-files"
-            path = "{source_path}"
-            schedule = "0 3 * * *"
-
-            [[sources]]
-            name = "roster"
-            kind = "roster"
-            path = "{roster}"
-            schedule = "30 3 * * *"
-
-            [[projects]]
-            name = "data-platform"
-            cost_center = "CC-200"
-            match = {{ tags = {{ business_unit = "*Data*" }} }}
-            """
+    def write(
+        *,
+        lookback_days: int = 30,
+        source_path: Path = SAMPLE,
+        sources: Sequence[Mapping[str, object]] = (),
+    ) -> Path:
+        return write_config(
+            nightly={"as_of": "2024-10-01", "lookback_days": lookback_days},
+            sources=[
+                {
+                    "name": "finance-focus",
+                    "kind": "focus-files",
+                    "path": source_path,
+                    "schedule": "0 3 * * *",
+                },
+                {
+                    "name": "roster",
+                    "kind": "roster",
+                    "path": write_config.roster(),
+                    "schedule": "30 3 * * *",
+                },
+                *sources,
+            ],
+            projects=[DATA_PLATFORM],
         )
-        + extra
-    )
-    return path
+
+    return write
 
 
 def digest(*roots: Path, pattern: str = "*") -> dict[str, str]:
@@ -102,20 +95,16 @@ def digest(*roots: Path, pattern: str = "*") -> dict[str, str]:
     }
 
 
-def manifests(lake: Path) -> list[dict[str, Any]]:
-    """Run manifests in the order the runs started (run ids sort by the second only)."""
-    documents = [json.loads(path.read_text()) for path in (lake / "_runs").glob("*.json")]
-    return sorted(documents, key=lambda document: document["started_at"])
-
-
 # --- crashes and re-runs ---------------------------------------------------------------------
 
 
-def test_sigkill_during_a_nightly_keeps_the_lake_and_the_rerun_completes(tmp_path: Path) -> None:
+def test_sigkill_during_a_nightly_keeps_the_lake_and_the_rerun_completes(
+    tmp_path: Path, config_file: Callable[..., Path], manifests: Manifests
+) -> None:
     partial_bill = tmp_path / "first.csv"
     lines = SAMPLE.read_text().splitlines()
     partial_bill.write_text("\n".join(lines[:400]) + "\n")
-    config = write_config(tmp_path, source_path=partial_bill)
+    config = config_file(source_path=partial_bill)
     assert runner.invoke(app, ["nightly", "--config", str(config)]).exit_code == 0
     lake = Lake(LocalStorage(tmp_path / "lake"))
     before = lake.read(BILLING)
@@ -124,7 +113,7 @@ def test_sigkill_during_a_nightly_keeps_the_lake_and_the_rerun_completes(tmp_pat
     kill_mid_write(tmp_path / "ready", ["nightly", "--config", str(config)], prefix="billing/")
 
     assert lake.read(BILLING).equals(before), "the previous night's data stays readable"
-    killed = [m for m in manifests(tmp_path / "lake") if m["status"] == "running"]
+    killed = [m for m in manifests() if m["status"] == "running"]
     assert len(killed) == 1, "the killed night is visible as one that never finished"
     assert completed_days(lake, ["summarise"]) == {
         date(2024, 9, 1) + timedelta(days=n) for n in range(30)
@@ -135,11 +124,13 @@ def test_sigkill_during_a_nightly_keeps_the_lake_and_the_rerun_completes(tmp_pat
     assert result.exit_code == 0, result.output
     assert lake.read(BILLING).height == 1000
     assert not list((tmp_path / "lake").rglob(".*.tmp"))
-    assert manifests(tmp_path / "lake")[-1]["status"] == "complete"
+    assert manifests()[-1]["status"] == "complete"
 
 
-def test_two_nights_run_twice_give_byte_identical_lake_and_summaries(tmp_path: Path) -> None:
-    config = write_config(tmp_path, lookback_days=3)
+def test_two_nights_run_twice_give_byte_identical_lake_and_summaries(
+    tmp_path: Path, config_file: Callable[..., Path]
+) -> None:
+    config = config_file(lookback_days=3)
     nights = ["2024-09-20", "2024-09-21"]
     for night in nights:
         result = runner.invoke(app, ["nightly", "--config", str(config), "--date", night])
@@ -211,29 +202,32 @@ def faulty_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[type[FaultyAws
     ],
 )
 def test_cloud_api_faults_are_retried_then_the_source_is_named(
-    tmp_path: Path, faulty_aws: tuple[type[FaultyAws], str], status: int, error_type: str
+    tmp_path: Path,
+    faulty_aws: tuple[type[FaultyAws], str],
+    status: int,
+    error_type: str,
+    config_file: Callable[..., Path],
+    manifests: Manifests,
 ) -> None:
     handler, endpoint = faulty_aws
     handler.status = status
     handler.body = {"__type": error_type, "message": "simulated fault"}
-    config = write_config(
-        tmp_path,
-        extra=textwrap.dedent(
-            f"""
-            [[sources]]
-            name = "aws-ce"
-            kind = "aws-cost-explorer"
-            endpoint_url = "{endpoint}"
-            max_attempts = 2
-            """
-        ),
+    config = config_file(
+        sources=[
+            {
+                "name": "aws-ce",
+                "kind": "aws-cost-explorer",
+                "endpoint_url": endpoint,
+                "max_attempts": 2,
+            }
+        ]
     )
     result = runner.invoke(app, ["nightly", "--config", str(config)])
     assert result.exit_code == 1
     assert "incomplete: source aws-ce:" in result.output
     assert error_type in result.output
     assert handler.attempts["GetCostAndUsage"] == 2, "retried up to max_attempts, no more"
-    manifest = manifests(tmp_path / "lake")[-1]
+    manifest = manifests()[-1]
     statuses = {source["name"]: source["status"] for source in manifest["sources"]}
     assert statuses == {"finance-focus": "ok", "roster": "ok", "aws-ce": "failed"}
     assert manifest["status"] == "incomplete"
@@ -244,8 +238,10 @@ def test_cloud_api_faults_are_retried_then_the_source_is_named(
 # --- overlapping runs ------------------------------------------------------------------------
 
 
-def test_a_second_nightly_exits_1_naming_the_run_that_holds_the_lock(tmp_path: Path) -> None:
-    config = write_config(tmp_path)
+def test_a_second_nightly_exits_1_naming_the_run_that_holds_the_lock(
+    tmp_path: Path, config_file: Callable[..., Path]
+) -> None:
+    config = config_file()
     holder = RunLock(lock_path(load_config(config)), command="nightly")
     holder.acquire(now=datetime(2024, 10, 1, 2, 0, tzinfo=UTC))
     try:
@@ -273,8 +269,10 @@ def test_a_second_nightly_exits_1_naming_the_run_that_holds_the_lock(tmp_path: P
 # --- backfill --------------------------------------------------------------------------------
 
 
-def test_backfill_goes_day_by_day_and_resumes(tmp_path: Path) -> None:
-    config = write_config(tmp_path, lookback_days=1)
+def test_backfill_goes_day_by_day_and_resumes(
+    tmp_path: Path, config_file: Callable[..., Path], manifests: Manifests
+) -> None:
+    config = config_file(lookback_days=1)
     lake = Lake(LocalStorage(tmp_path / "lake"))
     args = ["backfill", "--config", str(config), "--since", "2024-09-27", "--until", "2024-10-02"]
     result = runner.invoke(app, args)
@@ -282,7 +280,7 @@ def test_backfill_goes_day_by_day_and_resumes(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     assert "4 complete, 0 skipped, 2 incomplete, 0 failed" in result.output
     assert "incomplete: 2024-10-01: source finance-focus: returned no rows" in result.output
-    runs = manifests(tmp_path / "lake")
+    runs = manifests()
     assert [m["window_start"] for m in runs if m["command"] == "backfill"] == [
         "2024-09-27",
         "2024-09-28",
@@ -296,12 +294,12 @@ def test_backfill_goes_day_by_day_and_resumes(tmp_path: Path) -> None:
 
     again = runner.invoke(app, args)  # resumes: only the incomplete days run again
     assert "0 complete, 4 skipped, 2 incomplete" in again.output
-    assert len(manifests(tmp_path / "lake")) == 8
+    assert len(manifests()) == 8
 
     forced = runner.invoke(app, [*args[:-2], "--until", "2024-09-28", "--force"])
     assert forced.exit_code == 0, forced.output
     assert "2 complete, 0 skipped" in forced.output
-    assert len(manifests(tmp_path / "lake")) == 10
+    assert len(manifests()) == 10
 
     usage = runner.invoke(app, [*args[:-2], "--until", "2024-09-01"])
     assert usage.exit_code == 2 and "is before --since" in usage.output
@@ -345,35 +343,19 @@ def resident_bytes() -> int:
 
 @pytest.mark.slow
 def test_sixty_nights_on_a_fake_clock_do_each_job_once_in_bounded_memory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    write_config: ConfigWriter,
+    manifests: Manifests,
 ) -> None:
     # Two cheap sources (rosters) keep 180 job runs within seconds; the work per run is real.
-    roster = tmp_path / "roster.csv"
-    roster.write_text(ROSTER)
-    config_path = tmp_path / "gpucost.toml"
-    config_path.write_text(
-        textwrap.dedent(
-            f"""
-            [store]
-            data_dir = "{tmp_path / "lake"}"
-            out_dir = "{tmp_path / "out"}"
-
-            [nightly]
-            lookback_days = 1
-
-            [[sources]]
-            name = "team-a"
-            kind = "roster"
-            path = "{roster}"
-            schedule = "0 3 * * *"
-
-            [[sources]]
-            name = "team-b"
-            kind = "roster"
-            path = "{roster}"
-            schedule = "30 3 * * 0-6"
-            """
-        )
+    roster = write_config.roster()
+    config_path = write_config(
+        nightly={"lookback_days": 1},
+        sources=[
+            {"name": "team-a", "kind": "roster", "path": roster, "schedule": "0 3 * * *"},
+            {"name": "team-b", "kind": "roster", "path": roster, "schedule": "30 3 * * 0-6"},
+        ],
     )
     config = load_config(config_path)
     start = datetime(2024, 9, 1, 0, 30, tzinfo=UTC)
@@ -407,7 +389,7 @@ def test_sixty_nights_on_a_fake_clock_do_each_job_once_in_bounded_memory(
                 rss[nights] = resident_bytes()
         scheduler.shutdown()
 
-    runs = manifests(tmp_path / "lake")
+    runs = manifests()
     nightly = [m for m in runs if m["command"] == "nightly"]
     as_of_days = [date.fromisoformat(m["window_end_exclusive"]) for m in nightly]
     expected = [

@@ -16,7 +16,6 @@ import signal
 import stat
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +32,7 @@ from gpucost.config import ServeSettings
 from gpucost.httpd import EndpointServer
 from gpucost.metrics import ServeMetrics
 from gpucost.synth import generate
+from tests.helpers import ConfigWriter
 
 runner = CliRunner()
 SECRET = f"gpucost-planted-secret-{secrets.token_hex(8)}"
@@ -59,52 +59,37 @@ class Artifacts:
 
 
 def demo_like_config(root: Path, fleet: Path) -> Path:
-    config = root / "gpucost.toml"
-    config.write_text(
-        textwrap.dedent(
-            f"""
-            [store]
-            data_dir = "{root / "lake"}"
-            out_dir = "{root / "out"}"
-
-            [nightly]
-            as_of = "2024-09-27"
-            lookback_days = 3
-
-            [serve]
-            nightly_schedule = "*/2 * * * * *"
-            metrics_port = 0
-            metrics_token = {{ env = "{TOKEN_VARIABLE}" }}
-
-            [[sources]]
-            name = "fleet-billing"
-            kind = "focus-files"
-            path = "{fleet / "billing" / "*.csv"}"
-            schedule = "0 3 * * *"
-
-            [[sources]]
-            name = "fleet-inventory"
-            kind = "inventory-file"
-            path = "{fleet / "inventory.csv"}"
-            schedule = "*/1 * * * * *"
-
-            [[sources]]
-            name = "roster"
-            kind = "roster"
-            path = "{fleet / "roster.csv"}"
-            schedule = "*/1 * * * * *"
-
-            [[projects]]
-            name = "llm-serving"
-            cost_center = "CC-101"
-            match = {{ tags = {{ project = "llm-serving" }} }}
-
-            [[projects]]
-            name = "recsys-training"
-            cost_center = "CC-102"
-            match = {{ tags = {{ project = "recsys-training" }} }}
-            """
-        )
+    config = ConfigWriter(root)(
+        nightly={"as_of": "2024-09-27", "lookback_days": 3},
+        serve={
+            "nightly_schedule": "*/2 * * * * *",
+            "metrics_port": 0,
+            "metrics_token": {"env": TOKEN_VARIABLE},
+        },
+        sources=[
+            {
+                "name": "fleet-billing",
+                "kind": "focus-files",
+                "path": fleet / "billing" / "*.csv",
+                "schedule": "0 3 * * *",
+            },
+            {
+                "name": "fleet-inventory",
+                "kind": "inventory-file",
+                "path": fleet / "inventory.csv",
+                "schedule": "*/1 * * * * *",
+            },
+            {
+                "name": "roster",
+                "kind": "roster",
+                "path": fleet / "roster.csv",
+                "schedule": "*/1 * * * * *",
+            },
+        ],
+        projects=[
+            {"name": name, "cost_center": cost_center, "match": {"tags": {"project": name}}}
+            for name, cost_center in (("llm-serving", "CC-101"), ("recsys-training", "CC-102"))
+        ],
     )
     config.chmod(0o600)
     return config
@@ -261,11 +246,7 @@ def write_secret_config(tmp_path: Path, secret_mode: int, config_mode: int) -> P
     secret_file = tmp_path / "metrics-token"
     secret_file.write_text(SECRET)
     secret_file.chmod(secret_mode)
-    config = tmp_path / "gpucost.toml"
-    config.write_text(
-        f'[store]\ndata_dir = "{tmp_path / "lake"}"\n\n'
-        f'[serve]\nmetrics_token = {{ file = "{secret_file}" }}\n'
-    )
+    config = ConfigWriter(tmp_path)(serve={"metrics_token": {"file": secret_file}})
     config.chmod(config_mode)
     return config
 

@@ -14,7 +14,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import urllib.error
@@ -23,7 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pytest
@@ -50,65 +49,55 @@ from gpucost.scheduler import (
     serve,
 )
 
-TESTS = Path(__file__).parent
-SAMPLE = TESTS / "data" / "focus" / "focus_1.0_sample_1000.csv"
-ROSTER = (
-    "person_id,name,project,fraction,start,end,cost_center\nP1,Ada Example,p,1.0,2024-01-01,,CC\n"
-)
+if TYPE_CHECKING:
+    from tests.helpers import ConfigWriter, Manifests
+
+SAMPLE = Path(__file__).parent / "data" / "focus" / "focus_1.0_sample_1000.csv"
+DATA_PLATFORM = {
+    "name": "data-platform",
+    "cost_center": "CC-200",
+    "match": {"tags": {"business_unit": "*Data*"}},
+}
 runner = CliRunner()
 
 
-def write_config(
-    tmp_path: Path,
-    *,
-    focus_schedule: str = "*/1 * * * * *",
-    roster_schedule: str = "*/1 * * * * *",
-    nightly_schedule: str = "0 0 1 1 *",
-    data_dir: str | None = None,
-    serve_extra: str = "",
-    extra: str = "",
-) -> Path:
-    roster = tmp_path / "roster.csv"
-    roster.write_text(ROSTER)
-    path = tmp_path / "gpucost.toml"
-    focus_line = f'schedule = "{focus_schedule}"' if focus_schedule else ""
-    path.write_text(
-        textwrap.dedent(
-            f"""
-            [store]
-            data_dir = "{data_dir or tmp_path / "lake"}"
-            out_dir = "{tmp_path / "out"}"
+@pytest.fixture
+def config_file(write_config: ConfigWriter) -> Callable[..., Path]:
+    """Two sources on fast schedules (the FOCUS sample, a roster), a night pinned to 2024-10-01.
 
-            [nightly]
-            as_of = "2024-10-01"
-            lookback_days = 2
+    ``focus_schedule=""`` leaves the FOCUS source unscheduled; other keywords go to ``[serve]``.
+    """
 
-            [serve]
-            nightly_schedule = "{nightly_schedule}"
-            metrics_port = 0
-            {serve_extra}
-
-            [[sources]]
-            name = "finance-focus"
-            kind = "focus-files"
-            path = "{SAMPLE}"
-            {focus_line}
-
-            [[sources]]
-            name = "roster"
-            kind = "roster"
-            path = "{roster}"
-            schedule = "{roster_schedule}"
-
-            [[projects]]
-            name = "data-platform"
-            cost_center = "CC-200"
-            match = {{ tags = {{ business_unit = "*Data*" }} }}
-            """
+    def write(
+        *,
+        focus_schedule: str = "*/1 * * * * *",
+        roster_schedule: str = "*/1 * * * * *",
+        nightly_schedule: str = "0 0 1 1 *",
+        data_dir: str | None = None,
+        **serve: object,
+    ) -> Path:
+        return write_config(
+            store={"data_dir": data_dir} if data_dir else {},
+            nightly={"as_of": "2024-10-01", "lookback_days": 2},
+            serve={"nightly_schedule": nightly_schedule, "metrics_port": 0, **serve},
+            sources=[
+                {
+                    "name": "finance-focus",
+                    "kind": "focus-files",
+                    "path": SAMPLE,
+                    "schedule": focus_schedule or None,
+                },
+                {
+                    "name": "roster",
+                    "kind": "roster",
+                    "path": write_config.roster(),
+                    "schedule": roster_schedule,
+                },
+            ],
+            projects=[DATA_PLATFORM],
         )
-        + extra
-    )
-    return path
+
+    return write
 
 
 class Service:
@@ -159,21 +148,10 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def manifests(lake: Path) -> list[dict[str, Any]]:
-    documents = []
-    for path in sorted((lake / "_runs").glob("*.json")):
-        try:
-            documents.append(json.loads(path.read_text()))
-        except json.JSONDecodeError:  # being replaced right now; atomic rename makes this rare
-            continue
-    return documents
-
-
-def runs_of(lake: Path, source: str, command: str = "serve") -> list[dict[str, Any]]:
+def runs_of(runs: list[dict[str, Any]], source: str) -> list[dict[str, Any]]:
+    """The scheduled runs of ``source`` alone."""
     return [
-        m
-        for m in manifests(lake)
-        if m["command"] == command and [s["name"] for s in m["sources"]] == [source]
+        m for m in runs if m["command"] == "serve" and [s["name"] for s in m["sources"]] == [source]
     ]
 
 
@@ -190,12 +168,17 @@ def metric_values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
     return values
 
 
-def test_serve_runs_two_jobs_survives_a_restart_and_stops_cleanly(tmp_path: Path) -> None:
-    config = write_config(tmp_path)
+def test_serve_runs_two_jobs_survives_a_restart_and_stops_cleanly(
+    tmp_path: Path, config_file: Callable[..., Path], manifests: Manifests
+) -> None:
+    config = config_file()
     lake = tmp_path / "lake"
     service = Service(config, tmp_path / "serve-1.log")
     wait_for(
-        lambda: len(runs_of(lake, "finance-focus")) >= 2 and len(runs_of(lake, "roster")) >= 2,
+        lambda: (
+            len(runs_of(manifests(), "finance-focus")) >= 2
+            and len(runs_of(manifests(), "roster")) >= 2
+        ),
         30,
         "two runs of each scheduled source",
     )
@@ -214,13 +197,13 @@ def test_serve_runs_two_jobs_survives_a_restart_and_stops_cleanly(tmp_path: Path
     jobstore = lake / "_scheduler.sqlite"
     stored = stored_jobs(jobstore)
     assert set(stored) == {"nightly", "source:finance-focus", "source:roster"}
-    before = {name: len(runs_of(lake, name)) for name in ("finance-focus", "roster")}
+    before = {name: len(runs_of(manifests(), name)) for name in ("finance-focus", "roster")}
 
     # Restart: the stored schedule is kept as it was (the nightly keeps its stored next run
     # time), nothing is added twice, and the jobs run again.
     service = Service(config, tmp_path / "serve-2.log")
     wait_for(
-        lambda: all(len(runs_of(lake, name)) >= count + 2 for name, count in before.items()),
+        lambda: all(len(runs_of(manifests(), name)) >= count + 2 for name, count in before.items()),
         30,
         "the restarted service to run both jobs again",
     )
@@ -232,7 +215,7 @@ def test_serve_runs_two_jobs_survives_a_restart_and_stops_cleanly(tmp_path: Path
 
     # One worker, max_instances=1: no run of a source overlaps another run of it.
     for name in ("finance-focus", "roster"):
-        runs = sorted(runs_of(lake, name), key=lambda m: m["started_at"])
+        runs = runs_of(manifests(), name)  # in the order they started
         assert all(m["status"] == "complete" for m in runs)
         for earlier, later in itertools.pairwise(runs):
             assert earlier["finished_at"] <= later["started_at"]
@@ -259,9 +242,12 @@ main()
 
 
 def test_sigterm_lets_the_write_in_progress_finish(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    config_file: Callable[..., Path],
+    manifests: Manifests,
 ) -> None:
-    config = write_config(tmp_path, focus_schedule="*/2 * * * * *", roster_schedule="0 0 1 1 *")
+    config = config_file(focus_schedule="*/2 * * * * *", roster_schedule="0 0 1 1 *")
     ready = tmp_path / "ready"
     monkeypatch.setenv("GPUCOST_TEST_READY", str(ready))
     script = tmp_path / "slow_writer.py"
@@ -271,16 +257,16 @@ def test_sigterm_lets_the_write_in_progress_finish(
     assert service.terminate() == 0
     log = service.text()
     assert "waiting for the job in progress to finish" in log
-    runs = runs_of(tmp_path / "lake", "finance-focus")
+    runs = runs_of(manifests(), "finance-focus")
     assert len(runs) == 1 and runs[0]["status"] == "complete", runs
     assert runs[0]["sources"][0]["rows"]["billing"] > 0
     assert not list((tmp_path / "lake").rglob(".*.tmp"))
 
 
 def test_reconcile_keeps_unchanged_jobs_replaces_changed_and_removes_gone(
-    tmp_path: Path,
+    tmp_path: Path, config_file: Callable[..., Path]
 ) -> None:
-    config_path = write_config(tmp_path, nightly_schedule="0 2 * * *")
+    config_path = config_file(nightly_schedule="0 2 * * *")
     config = load_config(config_path)
     specs = job_specs(config, str(config_path))
     first = BackgroundScheduler(**scheduler_options(config))
@@ -293,7 +279,7 @@ def test_reconcile_keeps_unchanged_jobs_replaces_changed_and_removes_gone(
     first.shutdown()
 
     # finance-focus loses its schedule, the nightly moves, the roster stays as it was.
-    config_path = write_config(tmp_path, focus_schedule="", nightly_schedule="30 2 * * *")
+    config_path = config_file(focus_schedule="", nightly_schedule="30 2 * * *")
     config = load_config(config_path)
     second = BackgroundScheduler(**scheduler_options(config))
     second.start(paused=True)
@@ -344,23 +330,23 @@ def test_crontab_weekdays_become_names() -> None:
     ],
 )
 def test_bad_schedules_are_config_errors(
-    tmp_path: Path, replace: tuple[str, str], message: str
+    tmp_path: Path, replace: tuple[str, str], message: str, config_file: Callable[..., Path]
 ) -> None:
-    config = write_config(tmp_path)
+    config = config_file()
     config.write_text(config.read_text().replace(*replace, 1))
     result = runner.invoke(app, ["config", "check", "--config", str(config)])
     assert result.exit_code == 2
     assert message in result.output
 
 
-def test_an_object_store_lake_needs_a_jobstore(tmp_path: Path) -> None:
-    config = write_config(tmp_path, data_dir="s3://bucket/lake")
+def test_an_object_store_lake_needs_a_jobstore(
+    tmp_path: Path, config_file: Callable[..., Path]
+) -> None:
+    config = config_file(data_dir="s3://bucket/lake")
     with pytest.raises(ConfigError, match=r"serve\.jobstore: set it to a local file"):
         jobstore_url(load_config(config))
     jobstore = tmp_path / "volume" / "scheduler.sqlite"
-    config = write_config(
-        tmp_path, data_dir="s3://bucket/lake", serve_extra=f'jobstore = "{jobstore}"'
-    )
+    config = config_file(data_dir="s3://bucket/lake", jobstore=jobstore)
     assert jobstore_url(load_config(config)) == f"sqlite:///{jobstore}"
     assert jobstore.parent.is_dir()
 
@@ -383,8 +369,10 @@ def test_healthz_says_503_once_stopping() -> None:
         server.stop()
 
 
-def test_business_gauges_come_from_billing_allocation_and_findings(tmp_path: Path) -> None:
-    config = load_config(write_config(tmp_path))
+def test_business_gauges_come_from_billing_allocation_and_findings(
+    tmp_path: Path, config_file: Callable[..., Path]
+) -> None:
+    config = load_config(config_file())
     runtime = Runtime.from_config(config)
     run_nightly(runtime, Window(date(2024, 9, 1), date(2024, 10, 1)))
     windows = business_windows(date(2024, 10, 1))
@@ -455,8 +443,10 @@ def test_business_gauges_come_from_billing_allocation_and_findings(tmp_path: Pat
     assert values[("gpucost_findings", (("kind", "idle_gpu_server"), ("severity", "high")))] == 1
 
 
-def test_a_taken_port_fails_the_start_before_any_job_runs(tmp_path: Path) -> None:
-    config_path = write_config(tmp_path)
+def test_a_taken_port_fails_the_start_before_any_job_runs(
+    tmp_path: Path, config_file: Callable[..., Path]
+) -> None:
+    config_path = config_file()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -468,7 +458,9 @@ def test_a_taken_port_fails_the_start_before_any_job_runs(tmp_path: Path) -> Non
     assert not (tmp_path / "lake" / "_runs").exists()
 
 
-def test_the_nightly_job_can_be_left_to_cron(tmp_path: Path) -> None:
-    config_path = write_config(tmp_path, serve_extra="run_nightly = false")
+def test_the_nightly_job_can_be_left_to_cron(
+    tmp_path: Path, config_file: Callable[..., Path]
+) -> None:
+    config_path = config_file(run_nightly=False)
     ids = [spec.id for spec in job_specs(load_config(config_path), str(config_path))]
     assert ids == ["source:finance-focus", "source:roster"]
