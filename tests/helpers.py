@@ -9,6 +9,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+FOCUS_SAMPLE = Path(__file__).parent / "data" / "focus" / "focus_1.0_sample_1000.csv"
+"""The FOCUS 1.0 sample bill: 1000 charges in September 2024."""
+DATA_PLATFORM = {
+    "name": "data-platform",
+    "cost_center": "CC-200",
+    "match": {"tags": {"business_unit": "*Data*"}},
+}
+"""A ``[[projects]]`` rule that matches part of the sample bill."""
 ROSTER = (
     "person_id,name,project,fraction,start,end,cost_center\nP1,Ada Example,p,1.0,2024-01-01,,CC\n"
 )
@@ -63,6 +71,39 @@ class ConfigWriter:
         path = self.root / name
         path.write_text("\n".join(lines) + extra)
         return path
+
+    def sample_night(
+        self,
+        *,
+        lookback_days: int,
+        focus_path: Path = FOCUS_SAMPLE,
+        focus_schedule: str | None = None,
+        roster_schedule: str | None = None,
+        sources: Sequence[Mapping[str, object]] = (),
+        **tables: Mapping[str, object],
+    ) -> Path:
+        """The sample bill (``finance-focus``) and a roster (``roster``) as sources, then
+        ``sources``; the :data:`DATA_PLATFORM` rule; a night pinned to 2024-10-01."""
+        return self(
+            nightly={"as_of": "2024-10-01", "lookback_days": lookback_days},
+            **tables,
+            sources=[
+                {
+                    "name": "finance-focus",
+                    "kind": "focus-files",
+                    "path": focus_path,
+                    "schedule": focus_schedule,
+                },
+                {
+                    "name": "roster",
+                    "kind": "roster",
+                    "path": self.roster(),
+                    "schedule": roster_schedule,
+                },
+                *sources,
+            ],
+            projects=[DATA_PLATFORM],
+        )
 
     def roster(self, text: str = ROSTER) -> Path:
         """A roster CSV in the folder (default: :data:`ROSTER`)."""

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -37,50 +37,24 @@ from gpucost.scheduler import (
     scheduler_options,
 )
 from tests.fakes.stalled_writer import kill_mid_write
+from tests.helpers import FOCUS_SAMPLE
 
 if TYPE_CHECKING:
     from tests.helpers import ConfigWriter, Manifests
 
-SAMPLE = Path(__file__).parent / "data" / "focus" / "focus_1.0_sample_1000.csv"
-DATA_PLATFORM = {
-    "name": "data-platform",
-    "cost_center": "CC-200",
-    "match": {"tags": {"business_unit": "*Data*"}},
-}
 runner = CliRunner()
 
 
 @pytest.fixture
 def config_file(write_config: ConfigWriter) -> Callable[..., Path]:
-    """The FOCUS sample and a roster, scheduled nightly; a night pinned to 2024-10-01.
+    """The FOCUS sample and a roster, scheduled nightly; a night pinned to 2024-10-01."""
 
-    ``sources`` are added after those two.
-    """
-
-    def write(
-        *,
-        lookback_days: int = 30,
-        source_path: Path = SAMPLE,
-        sources: Sequence[Mapping[str, object]] = (),
-    ) -> Path:
-        return write_config(
-            nightly={"as_of": "2024-10-01", "lookback_days": lookback_days},
-            sources=[
-                {
-                    "name": "finance-focus",
-                    "kind": "focus-files",
-                    "path": source_path,
-                    "schedule": "0 3 * * *",
-                },
-                {
-                    "name": "roster",
-                    "kind": "roster",
-                    "path": write_config.roster(),
-                    "schedule": "30 3 * * *",
-                },
-                *sources,
-            ],
-            projects=[DATA_PLATFORM],
+    def write(lookback_days: int = 30, **options: Any) -> Path:
+        return write_config.sample_night(
+            lookback_days=lookback_days,
+            focus_schedule="0 3 * * *",
+            roster_schedule="30 3 * * *",
+            **options,
         )
 
     return write
@@ -102,14 +76,14 @@ def test_sigkill_during_a_nightly_keeps_the_lake_and_the_rerun_completes(
     tmp_path: Path, config_file: Callable[..., Path], manifests: Manifests
 ) -> None:
     partial_bill = tmp_path / "first.csv"
-    lines = SAMPLE.read_text().splitlines()
+    lines = FOCUS_SAMPLE.read_text().splitlines()
     partial_bill.write_text("\n".join(lines[:400]) + "\n")
-    config = config_file(source_path=partial_bill)
+    config = config_file(focus_path=partial_bill)
     assert runner.invoke(app, ["nightly", "--config", str(config)]).exit_code == 0
     lake = Lake(LocalStorage(tmp_path / "lake"))
     before = lake.read(BILLING)
 
-    config.write_text(config.read_text().replace(str(partial_bill), str(SAMPLE)))
+    config.write_text(config.read_text().replace(str(partial_bill), str(FOCUS_SAMPLE)))
     kill_mid_write(tmp_path / "ready", ["nightly", "--config", str(config)], prefix="billing/")
 
     assert lake.read(BILLING).equals(before), "the previous night's data stays readable"

@@ -52,12 +52,6 @@ from gpucost.scheduler import (
 if TYPE_CHECKING:
     from tests.helpers import ConfigWriter, Manifests
 
-SAMPLE = Path(__file__).parent / "data" / "focus" / "focus_1.0_sample_1000.csv"
-DATA_PLATFORM = {
-    "name": "data-platform",
-    "cost_center": "CC-200",
-    "match": {"tags": {"business_unit": "*Data*"}},
-}
 runner = CliRunner()
 
 
@@ -76,25 +70,12 @@ def config_file(write_config: ConfigWriter) -> Callable[..., Path]:
         data_dir: str | None = None,
         **serve: object,
     ) -> Path:
-        return write_config(
+        return write_config.sample_night(
+            lookback_days=2,
+            focus_schedule=focus_schedule or None,
+            roster_schedule=roster_schedule,
             store={"data_dir": data_dir} if data_dir else {},
-            nightly={"as_of": "2024-10-01", "lookback_days": 2},
             serve={"nightly_schedule": nightly_schedule, "metrics_port": 0, **serve},
-            sources=[
-                {
-                    "name": "finance-focus",
-                    "kind": "focus-files",
-                    "path": SAMPLE,
-                    "schedule": focus_schedule or None,
-                },
-                {
-                    "name": "roster",
-                    "kind": "roster",
-                    "path": write_config.roster(),
-                    "schedule": roster_schedule,
-                },
-            ],
-            projects=[DATA_PLATFORM],
         )
 
     return write
