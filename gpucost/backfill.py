@@ -96,10 +96,7 @@ def backfill_day(
 def outcome_of(day: date, result: NightlyResult) -> DayOutcome:
     """A day's outcome from its nightly result."""
     manifest = result.manifest
-    problems = [
-        f"source {source.name}: {source.error or 'returned no rows for the window'}"
-        for source in manifest.gaps
-    ]
+    problems = [f"source {source.name}: {source.problem}" for source in manifest.gaps]
     problems += [
         f"stage {stage.name}: {stage.error}"
         for stage in manifest.stages

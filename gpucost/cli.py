@@ -531,8 +531,7 @@ def config_check_command(
 
 def _exit_status(manifest: RunManifest) -> int:
     for gap in manifest.gaps:
-        reason = gap.error or "returned no rows for the window"
-        _complain("incomplete", f"source {gap.name}: {reason}")
+        _complain("incomplete", f"source {gap.name}: {gap.problem}")
     return EXIT_INCOMPLETE if manifest.status != "complete" else EXIT_OK
 
 

@@ -140,30 +140,32 @@ def run_nightly_job(config_path: str) -> None:
         lock = take_run_lock(config, "serve nightly")
     except LockHeldError as error:
         logger.warning("nightly skipped: %s", error)
-        if state is not None:
-            state.metrics.record_nightly_outcome("skipped_locked")
+        _count_night(state, "skipped_locked")
         return
     except Exception:
         logger.exception("nightly could not start")
-        if state is not None:
-            state.metrics.record_nightly_outcome("error")
+        _count_night(state, "error")
         return
     try:
-        runtime = Runtime.from_config(config)
-        window = nightly_window(config, today=_today())
-        result = run_nightly(runtime, window)
+        with lock:
+            runtime = Runtime.from_config(config)
+            window = nightly_window(config, today=_today())
+            result = run_nightly(runtime, window)
     except Exception:
         logger.exception("nightly failed")
-        if state is not None:
-            state.metrics.record_nightly_outcome("error")
+        _count_night(state, "error")
         return
-    finally:
-        lock.release()
     manifest = result.manifest
     logger.info("nightly %s for %s: %s", manifest.run_id, window, manifest.status)
     if state is not None:
         state.metrics.record_manifest(manifest)
         _refresh_business(state, runtime)
+
+
+def _count_night(state: ServeState | None, outcome: str) -> None:
+    """Count a night that left no manifest behind (the metrics fold in those that did)."""
+    if state is not None:
+        state.metrics.record_nightly_outcome(outcome)
 
 
 def _refresh_business(state: ServeState, runtime: Runtime) -> None:

@@ -60,6 +60,11 @@ class SourceRun:
     error: str | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def problem(self) -> str:
+        """Why the source is a gap in its run (see :attr:`RunManifest.gaps`)."""
+        return self.error or "returned no rows for the window"
+
 
 @dataclass
 class StageRun:
