@@ -38,7 +38,7 @@ from gpucost.nightly import (
     export_month,
     run_nightly,
 )
-from gpucost.pipeline import Runtime, collect, nightly_window, run_gpu_agent
+from gpucost.pipeline import Runtime, collect, nightly_window, probe_sources, run_gpu_agent
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_CONFIG = 0, 1, 2
 
@@ -512,10 +512,21 @@ def agent_command(
 @config_app.command("check")
 def config_check_command(
     config: ConfigOption,
+    probe: Annotated[
+        bool,
+        typer.Option(
+            "--probe",
+            help="Also look for each enabled source's files (or bucket) now; exit 2 if one fails.",
+        ),
+    ] = False,
     log_format: LogFormatArg = LogFormatOption.text,
     log_level: LogLevelArg = "WARNING",
 ) -> None:
-    """Validate a config file and print it as gpucost understood it (secrets masked)."""
+    """Validate a config file and print it as gpucost understood it (secrets masked).
+
+    Validation reads only the config: whether a source's files exist is known when it runs, or
+    with --probe, which asks every enabled source that can say what would fail it now.
+    """
     from gpucost.scheduler import validate_schedules
 
     settings = _load(config, log_format, log_level)
@@ -527,6 +538,16 @@ def config_check_command(
         f"{len(settings.projects)} project rules)",
         soft_wrap=True,
     )
+    if not probe:
+        return
+    with _exit_on_errors():
+        problems = probe_sources(Runtime.from_config(settings))
+    for name, problem in problems:
+        _complain("probe failed", f"source {name}: {problem}")
+    if problems:
+        raise typer.Exit(EXIT_CONFIG)
+    enabled = sum(1 for source in settings.sources if source.enabled)
+    console.print(f"[green]ok[/]: probed {enabled} enabled sources, no problem found")
 
 
 def _exit_status(manifest: RunManifest) -> int:

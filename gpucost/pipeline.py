@@ -21,7 +21,7 @@ from gpucost.allocator.allocate import AllocationResult, allocate, gpu_resources
 from gpucost.allocator.days import separable_runs
 from gpucost.allocator.policy import AllocationPolicy
 from gpucost.allocator.projects import ProjectRule, cost_by_project
-from gpucost.collector.base import CollectorContext, SourceSettings, get_spec
+from gpucost.collector.base import CollectorContext, SourceSettings, get_spec, probe
 from gpucost.config import GpucostConfig
 from gpucost.core.contracts import (
     ALLOCATION,
@@ -177,6 +177,26 @@ def collect_source(
         logger.exception("source %s failed unexpectedly", settings.name)
     record.duration_s = round(time.perf_counter() - started, 3)
     return record
+
+
+def probe_sources(runtime: Runtime) -> list[tuple[str, str]]:
+    """``(source, problem)`` for each enabled source that would fail if it ran now.
+
+    Kinds that offer a probe (the file sources: a path that matches no file, a bucket that
+    cannot be listed) are asked; a source that cannot even be built (a missing optional
+    dependency) is reported with the reason. Nothing is collected or written.
+    """
+    problems: list[tuple[str, str]] = []
+    for settings in runtime.config.sources:
+        if not settings.enabled:
+            continue
+        try:
+            problem = probe(get_spec(settings.kind).build(settings, runtime.context))
+        except GpucostError as error:
+            problem = str(error)
+        if problem:
+            problems.append((settings.name, problem))
+    return problems
 
 
 def land_gpu_usage(runtime: Runtime, source: str, rows: pl.DataFrame) -> None:

@@ -108,7 +108,6 @@ def test_a_source_with_no_rows_makes_the_night_incomplete(
             lambda t: t.replace("out_dir =", 'out_dirr = "x"\nout_dir ='),
             "store.out_dirr: unknown key",
         ),
-        (lambda t: t.replace(str(SAMPLE), "/nonexistent/*.csv"), "matches no file"),
         (lambda t: t.replace("[store]", "[store"), "malformed TOML"),
     ],
 )
@@ -127,6 +126,31 @@ def test_config_errors_exit_2_with_one_line(  # type: ignore[no-untyped-def]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert message in lines[0] and str(config) in lines[0]
+
+
+def test_a_missing_file_is_found_by_the_probe_and_fails_its_source_when_it_runs(
+    config_file: Callable[..., Path],
+) -> None:
+    config = config_file(source_path=Path("/nonexistent/*.csv"))
+    # Validation reads the config only: where it runs and what exists there do not matter.
+    checked = run_cli("config", "check", "--config", str(config))
+    assert checked.returncode == 0, checked.stderr
+    probed = run_cli("config", "check", "--config", str(config), "--probe")
+    assert probed.returncode == 2
+    lines = [line for line in probed.stderr.splitlines() if line.strip()]
+    assert lines == ["probe failed: source finance-focus: /nonexistent/*.csv matches no file"]
+    collected = run_cli("collect", "--config", str(config), "--since", "2024-09-01")
+    assert collected.returncode == 1
+    assert "incomplete: source finance-focus:" in collected.stderr
+    assert "/nonexistent/*.csv matches no file" in collected.stderr
+
+
+def test_config_check_probe_passes_when_every_file_is_there(
+    config_file: Callable[..., Path],
+) -> None:
+    result = runner.invoke(app, ["config", "check", "--config", str(config_file()), "--probe"])
+    assert result.exit_code == 0, result.output
+    assert "probed 1 enabled sources, no problem found" in result.output
 
 
 def test_config_check_masks_nothing_secret_and_reports(
