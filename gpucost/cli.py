@@ -94,16 +94,13 @@ def _complain(label: str, message: object) -> None:
 @contextmanager
 def _exit_on_errors(*usage_errors: type[Exception]) -> Iterator[None]:
     """Turn errors into exit statuses: configuration (and ``usage_errors``) 2, others 1."""
+    configuration: tuple[type[Exception], ...] = (ConfigError, *usage_errors)
     try:
         yield
-    except ConfigError as error:
+    except configuration as error:
         _fail_config(str(error))
-    except usage_errors as error:
-        _fail_config(str(error))
-    except GpucostError as error:
-        _complain("error", error)
-        raise typer.Exit(EXIT_INCOMPLETE) from None
-    except OSError as error:  # the lake's folder is a file, a disk is full, a permission
+    # OSError: the lake's folder is a file, a disk is full, a permission is missing.
+    except (GpucostError, OSError) as error:
         _complain("error", error)
         raise typer.Exit(EXIT_INCOMPLETE) from None
 
