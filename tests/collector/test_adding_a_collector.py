@@ -1,72 +1,28 @@
 """The "Adding a collector" example, run as written: a new kind in a module of its own.
 
-EXAMPLE is the README's example verbatim; it runs in a fresh interpreter so that its kind does
-not join the registry the other tests see.
+The example is read from README.md, so the two cannot drift; it runs in a fresh interpreter
+so that its kind does not join the registry the other tests see.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-EXAMPLE = '''
-from decimal import Decimal
-from typing import ClassVar
-
-import polars as pl
-from pydantic import Field
-
-from gpucost.collector.base import Collected, CollectorContext, SourceSettings, register
-from gpucost.core.contracts import PRICES
-from gpucost.core.window import Window
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-class NegotiatedPricesSettings(SourceSettings):
-    """The kind's own keys, stated once (unknown keys are errors)."""
+def readme_example() -> str:
+    """The first Python block of the README's "Adding a collector" section."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Adding a collector") :]
+    match = re.search(r"^```python\n(.*?)^```$", section, re.S | re.M)  # fences at column 0
+    assert match, "README's Adding a collector section has no python block"
+    return match.group(1)
 
-    provider: str = Field(description="Who sells the GPU-hours.")
-    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
-    prices: dict[str, Decimal] = Field(description="Price per GPU-hour, by GPU model.")
-
-
-@register("negotiated-prices")
-class NegotiatedPrices:
-    """GPU-hour prices of a contract no API lists: one ``prices`` row per model and day.
-
-    ```toml
-    [[sources]]
-    name = "colo-contract"
-    kind = "negotiated-prices"
-    provider = "colo-fra"
-    prices = { "H100-80GB" = "2.10", "A100-80GB" = "1.35" }
-    ```
-    """
-
-    output_tables: ClassVar[tuple[str, ...]] = ("prices",)
-    Settings: ClassVar[type[SourceSettings]] = NegotiatedPricesSettings
-
-    def __init__(self, settings: NegotiatedPricesSettings, context: CollectorContext) -> None:
-        self.settings, self.context, self.name = settings, context, settings.name
-
-    def collect(self, window: Window) -> Collected:
-        """Every model's price on every day of the window; the shell writes them."""
-        settings = self.settings
-        prices = pl.DataFrame(
-            {"gpu_model": list(settings.prices), "unit_price": list(settings.prices.values())},
-            schema={"gpu_model": pl.String, "unit_price": PRICES.schema["unit_price"]},
-        )
-        days = pl.date_range(window.start, window.end, "1d", closed="left", eager=True)
-        rows = prices.join(pl.DataFrame({"day": days}), how="cross").with_columns(
-            pl.col("gpu_model").alias("sku_id"),
-            pl.lit(settings.provider).alias("provider"),
-            pl.lit("h").alias("unit"),
-            pl.lit(settings.currency).alias("currency"),
-            pl.lit(self.name).alias("source"),
-        )
-        return Collected({"prices": rows}, notes={"models": prices.height})
-'''
 
 CHECK = """
 import re, tomllib
@@ -93,7 +49,7 @@ print("ok", collected.notes["models"])
 
 def test_the_adding_a_collector_example_runs(tmp_path: Path) -> None:
     module = tmp_path / "negotiated_prices.py"
-    module.write_text(textwrap.dedent(EXAMPLE))
+    module.write_text(readme_example())
     script = "import negotiated_prices\n" + textwrap.dedent(CHECK)
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=False

@@ -1,6 +1,6 @@
 """Findings on synthetic fleets built to contain them, and not where they are absent.
 
-Waste arithmetic is written out by hand from the prices in gpucost.synth's docstring (AWS
+Waste arithmetic is written out by hand from the prices in gpucost/synth/catalog.toml (AWS
 us-east-1 and Google Cloud us-central1 on-demand, September 2024) and the 730-hour month.
 """
 
