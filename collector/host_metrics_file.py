@@ -10,8 +10,7 @@ import polars as pl
 from gpucost.collector.base import Collected, CollectorContext, SourceSettings, register
 from gpucost.collector.local_files import (
     LocalFileSettings,
-    matching_files,
-    probe_files,
+    LocalFileSource,
     read_all,
 )
 from gpucost.collector.parsing import blank_to_null, parse_timestamp, rejects_from
@@ -28,7 +27,7 @@ class HostMetricsFileSettings(LocalFileSettings):
 
 
 @register("host-metrics-file")
-class HostMetricsFile:
+class HostMetricsFile(LocalFileSource):
     """Reads hourly CPU utilisation per host from CSV files into ``host_metrics``.
 
     For hosts no cloud API measures (on-prem, other clouds): export node CPU per hour from the
@@ -52,13 +51,9 @@ class HostMetricsFile:
         self.settings, self.name = settings, settings.name
         self.path = context.resolve(settings.path)
 
-    def probe(self) -> str | None:
-        """What would fail the source now: no file matches ``path``."""
-        return probe_files(self.path)
-
     def collect(self, window: Window) -> Collected:
         """Every file's rows; the shell keeps those of the window."""
-        files = matching_files(self.name, self.path)
+        files = self.files()
         rows, rejects = read_all(
             self.name, files, lambda file, data: read_host_metrics(file, data, self.name)
         )

@@ -10,8 +10,7 @@ import polars as pl
 from gpucost.collector.base import Collected, CollectorContext, SourceSettings, register
 from gpucost.collector.local_files import (
     LocalFileSettings,
-    matching_files,
-    probe_files,
+    LocalFileSource,
     read_all,
 )
 from gpucost.collector.parsing import (
@@ -35,7 +34,7 @@ class InventoryFileSettings(LocalFileSettings):
 
 
 @register("inventory-file")
-class InventoryFile:
+class InventoryFile(LocalFileSource):
     """Reads hosts from a CSV into ``inventory``, one snapshot row per host and day.
 
     Columns are the inventory table's (``resource_id`` and ``provider`` required; ``host``,
@@ -59,13 +58,9 @@ class InventoryFile:
         self.settings, self.name = settings, settings.name
         self.path = context.resolve(settings.path)
 
-    def probe(self) -> str | None:
-        """What would fail the source now: no file matches ``path``."""
-        return probe_files(self.path)
-
     def collect(self, window: Window) -> Collected:
         """One inventory row per host and day of the window on which the host existed."""
-        files = matching_files(self.name, self.path)
+        files = self.files()
         inventory, rejects = read_all(
             self.name, files, lambda file, data: read_inventory(file, data, self.name, window)
         )

@@ -32,6 +32,25 @@ class LocalFileSettings(SourceSettings):
     )
 
 
+class LocalFileSource:
+    """Mixin for a collector whose ``path`` setting globs local files: its probe and its files.
+
+    The collector sets ``name`` and ``path`` (resolved against the working directory) in its
+    own ``__init__``.
+    """
+
+    name: str
+    path: str
+
+    def probe(self) -> str | None:
+        """What would fail the source now: no file matches ``path``."""
+        return probe_files(self.path)
+
+    def files(self) -> list[str]:
+        """The files ``path`` matches; a CollectorError naming the source when there is none."""
+        return matching_files(self.name, self.path)
+
+
 def glob_files(pattern: str) -> list[str]:
     """The files ``pattern`` matches, sorted (``**`` matches any number of folders)."""
     return sorted(path for path in glob.glob(pattern, recursive=True) if Path(path).is_file())
