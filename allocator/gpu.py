@@ -10,13 +10,17 @@ Per GPU row (a GPU, a MIG slice or one pod of a time-sliced GPU) and hour:
   instance ``Nc.Mg.*``) on A100/H100/H200-class GPUs, whose MIG geometry has 7 compute slices,
   and ``N / 4`` on an A30, which has 4 (NVIDIA Multi-Instance GPU User Guide, "Supported MIG
   Profiles");
-* used = ``util_avg x seconds_observed x fraction`` (busy GPU-seconds);
-* held = ``seconds_observed x fraction / pods on that GPU`` for rows with a pod (time-slicing
-  shares a GPU among pods; MIG slices are separate GPUs);
+* used = ``gpu_seconds_busy x fraction`` and held = ``gpu_seconds_held x fraction``: the
+  collectors' rollup gives every sample its share of the device (1 / workload series present
+  at that instant), so pods that follow one another within an hour each hold the GPU for their
+  own minutes, and pods time-slicing a GPU split its seconds and its busy time instead of each
+  being counted whole (:mod:`gpucost.collector.gpu_rollup`);
+* rows written without those columns (by a writer that predates them) fall back to the
+  hour-level estimate: used = ``util_avg x seconds_observed x fraction``, held =
+  ``seconds_observed x fraction / pods on that GPU that hour``;
 * the basis weight is used, held or their maximum (:data:`~gpucost.allocator.policy.GpuBasis`); the
-  weights on one GPU (or slice) in one hour are scaled down to its seconds when they exceed it,
-  so a time-sliced GPU whose exporter repeats the device's utilisation on every pod's series is
-  split by use instead of being counted once per pod.
+  weights on one GPU (or slice) in one hour are scaled down to its seconds when they exceed
+  them (an hour, for rows with the share columns; the longest row's seconds otherwise).
 
 A charge of a GPU host (billing ``ResourceId`` = the inventory's ``resource_id`` or ``host``)
 covering the hours ``h`` then splits exactly (:func:`gpucost.allocator.exact.split_exact`) into one
@@ -131,9 +135,9 @@ def workload_weights(gpu_usage: pl.LazyFrame, policy: AllocationPolicy) -> pl.Da
     observed host-hour is present).
 
     Nearly every GPU (or slice) has one row an hour, and one row never exceeds its own seconds:
-    its weight is its basis as it is. Only GPU-hours with several rows (time-slicing) need the
-    pods counted and the weights capped, so the GPUs that have any such hour are found first
-    (more rows than distinct hours per GPU uuid: a group-by over a few thousand GPUs, far
+    its weight is its basis as it is. Only GPU-hours with several rows (handovers,
+    time-slicing) may need their weights capped, so the GPUs that have any such hour are found
+    first (more rows than distinct hours per GPU uuid: a group-by over a few thousand GPUs, far
     cheaper than one over millions of GPU-hours) and all their rows take the exact path, where
     a GPU-hour of one row keeps its basis as it is. Both passes run on the streaming engine.
     """
@@ -154,8 +158,18 @@ def workload_weights(gpu_usage: pl.LazyFrame, policy: AllocationPolicy) -> pl.Da
     on_crowded_gpu = pl.col("gpu_uuid").is_in(crowded_gpus.drop_nulls().implode())
     if crowded_gpus.null_count():
         on_crowded_gpu = on_crowded_gpu | pl.col("gpu_uuid").is_null()
+    # Rows with the rollup's per-sample share columns (null where a writer predates them).
+    shared = pl.col("gpu_seconds_held").is_not_null()
     capacity = (seconds * slice_fraction() * units).round().cast(pl.Int64)
-    used = (utilisation * seconds * slice_fraction() * units).round().cast(pl.Int64)
+    hour_of_slice = (SECONDS_PER_HOUR * slice_fraction() * units).round().cast(pl.Int64)
+    busy_seconds = (
+        pl.when(shared)
+        .then(pl.col("gpu_seconds_busy").fill_null(0.0).clip(0.0, float(SECONDS_PER_HOUR)))
+        .otherwise(utilisation * seconds)
+    )
+    used = (busy_seconds * slice_fraction() * units).round().cast(pl.Int64)
+    held_seconds = pl.col("gpu_seconds_held").clip(0.0, float(SECONDS_PER_HOUR))
+    held = (held_seconds * slice_fraction() * units).round().cast(pl.Int64)
     # Only the allocation and max bases count pods, so only they read ``workload``.
     holder = (
         pl.col("pod").is_not_null()
@@ -169,22 +183,24 @@ def workload_weights(gpu_usage: pl.LazyFrame, policy: AllocationPolicy) -> pl.Da
         "pod",
         "project",
         capacity.alias("__capacity"),
+        pl.when(shared).then(hour_of_slice).otherwise(capacity).alias("__limit"),
         used.alias("__used"),
+        pl.when(shared).then(held).alias("__held"),
         holder.alias("__holder"),
-        on_crowded_gpu.alias("__shared"),
+        on_crowded_gpu.alias("__crowded"),
     )
-    alone = rows.filter(~pl.col("__shared")).select(
+    alone = rows.filter(~pl.col("__crowded")).select(
         *workload, _basis(policy, pl.col("__holder").cast(pl.Int64)).alias("weight")
     )
     if crowded_gpus.len() == 0:
         return alone.group_by(workload).agg(pl.col("weight").sum()).collect(engine="streaming")
     holders = pl.col("__holder").cast(pl.Int64).sum().over(gpu_key).clip(lower_bound=1)
     crowded = (
-        rows.filter(pl.col("__shared"))
+        rows.filter(pl.col("__crowded"))
         .with_columns(_basis(policy, holders).alias("__basis"))
         .with_columns(
             pl.col("__basis").sum().over(gpu_key).alias("__total"),
-            pl.col("__capacity").max().over(gpu_key).alias("__most"),
+            pl.col("__limit").max().over(gpu_key).alias("__most"),
         )
     )
     # A GPU (or slice) whose weights exceed its seconds is scaled down to them, rounding up
@@ -203,10 +219,10 @@ def workload_weights(gpu_usage: pl.LazyFrame, policy: AllocationPolicy) -> pl.Da
         )
         .otherwise(pl.col("__basis"))
     )
-    shared = crowded.select(*workload, capped.alias("weight"))
+    shared_rows = crowded.select(*workload, capped.alias("weight"))
     # One query for both branches, so the file is read once.
     return (
-        pl.concat([alone, shared])
+        pl.concat([alone, shared_rows])
         .group_by(workload)
         .agg(pl.col("weight").sum())
         .collect(engine="streaming")
@@ -214,12 +230,14 @@ def workload_weights(gpu_usage: pl.LazyFrame, policy: AllocationPolicy) -> pl.Da
 
 
 def _basis(policy: AllocationPolicy, holders: pl.Expr) -> pl.Expr:
-    """A row's basis weight, given how many pods hold its GPU that hour."""
-    held = (
+    """A row's basis weight: its share columns' when it has them, else the hour-level
+    estimate given how many pods hold its GPU that hour."""
+    estimate = (
         pl.when(pl.col("__holder"))
         .then((pl.col("__capacity").cast(pl.Float64) / holders).round().cast(pl.Int64))
         .otherwise(pl.lit(0, pl.Int64))
     )
+    held = pl.coalesce(pl.col("__held"), estimate)
     if policy.gpu_basis == "usage":
         return pl.col("__used")
     if policy.gpu_basis == "allocation":

@@ -11,6 +11,21 @@ one ``gpu_usage`` row per UTC hour x series:
     therefore leaves the hour below 3600 and nothing is ever invented: the last sample before a
     gap counts one interval, not the gap. Two samples of one series at the same instant (a page
     read twice, overlapping recordings) count once.
+``gpu_seconds_held`` / ``gpu_seconds_busy``
+    The series' share of its device (GPU or MIG slice), from the samples rather than the hour:
+    at each instant a *workload series* (one with a ``pod``) holds ``1 / n`` of the device,
+    ``n`` being the workload series present on that device at that instant, and
+    ``gpu_seconds_held`` sums ``covered seconds x 1 / n``. Pods that follow one another within
+    an hour therefore hold the device for their own minutes each, and pods time-slicing it
+    split it. ``gpu_seconds_busy`` sums ``covered seconds x util / n``: dcgm-exporter and NVML's
+    device counters repeat the device's utilisation on every sharing pod's series and cannot
+    tell the pods apart, so the device's busy time is split equally and never counted twice;
+    where a source knows a process's own utilisation (``process_util``, NVML's
+    ``nvmlDeviceGetProcessUtilization``) that is the series' busy fraction instead. A series
+    without a pod (a GPU with no workload, or the exporter's own pod once recognised as such)
+    holds nothing; when no workload is present its busy time (if any) is split over the
+    device's series as well, so it lands once. Both are seconds of the device, not scaled by a
+    MIG slice's fraction (the allocator knows the geometry), capped at 3600.
 ``util_avg`` / ``util_max``
     Mean and maximum of ``util`` (fraction 0..1) over the hour's samples; a sample's own
     ``util_max`` (a peak within its interval, as the Prometheus source queries it) wins over
@@ -46,6 +61,7 @@ from gpucost.core.contracts import GPU_USAGE, UTC_TIME
 from gpucost.core.window import Window
 
 __all__ = [
+    "DEVICE_KEYS",
     "RAW_SAMPLE_SCHEMA",
     "SECONDS_PER_HOUR",
     "SERIES_KEYS",
@@ -77,6 +93,7 @@ RAW_SAMPLE_SCHEMA: Final = pl.Schema(
         "container": pl.String(),
         "util": pl.Float64(),
         "util_max": pl.Float64(),
+        "process_util": pl.Float64(),
         "mem_used_bytes": pl.Int64(),
         "mem_total_bytes": pl.Int64(),
         "power_w": pl.Float64(),
@@ -84,15 +101,19 @@ RAW_SAMPLE_SCHEMA: Final = pl.Schema(
     }
 )
 """One row per series and instant. ``gpu_uuid`` already names the MIG slice; ``util`` and
-``util_max`` are fractions 0..1; absent columns are null."""
+``util_max`` are fractions 0..1 of the device; ``process_util`` is the series' own share of the
+device's time (0..1), where the source measures it per process; absent columns are null."""
 
 SERIES_KEYS: Final = ("host", "gpu_uuid", "namespace", "pod", "container")
 """A series: one GPU or MIG slice x one workload. Time-sliced pods are separate series."""
+DEVICE_KEYS: Final = ("host", "gpu_uuid")
+"""One device: a GPU, or a MIG slice (whose ``gpu_uuid`` names the slice)."""
 
 _ATTRIBUTES: Final = ("gpu_index", "gpu_model", "mig_profile")
 _MEASURES: Final = (
     "util",
     "util_max",
+    "process_util",
     "mem_used_bytes",
     "mem_total_bytes",
     "power_w",
@@ -222,18 +243,44 @@ def rollup_hourly(
     covered_s = (
         (time.shift(-1).over(keys, order_by="time") - time).dt.total_microseconds() / 1e6
     ).clip(upper_bound=interval_s)
+    instant = [*DEVICE_KEYS, "time"]
+    workloads_now = pl.col("pod").is_not_null().cast(pl.Int64).sum().over(instant)
+    series_now = pl.len().over(instant)
+    # A series' share of its device at this instant: 1/n among the workload series present;
+    # where no workload is present, the device's busy time (if any) is split over its series so
+    # that it still lands exactly once (on the host's owner, by the allocator's rules).
+    held_share = (
+        pl.when(pl.col("pod").is_not_null())
+        .then(1.0 / workloads_now.cast(pl.Float64))
+        .otherwise(0.0)
+    )
+    busy_share = (
+        pl.when(workloads_now == 0).then(1.0 / series_now.cast(pl.Float64)).otherwise(held_share)
+    )
+    busy_fraction = (
+        pl.when(pl.col("pod").is_not_null() & pl.col("process_util").is_not_null())
+        .then(pl.col("process_util").clip(0.0, 1.0))
+        .otherwise(pl.col("util").clip(0.0, 1.0) * busy_share)
+    )
     rows = (
         conformed.group_by([*keys, "time"])
         .agg([pl.col(name).first(ignore_nulls=True) for name in (*_ATTRIBUTES, *_MEASURES)])
         # A fixed row order makes float sums, and so the lake's bytes, the same on every run.
         .sort([*keys, "time"], nulls_last=False)
         .with_columns(covered_s.fill_null(interval_s).alias("covered_s"))
+        .with_columns(
+            (pl.col("covered_s") * held_share).alias("held_s"),
+            (pl.col("covered_s") * busy_fraction).alias("busy_s"),
+        )
         .group_by([time.dt.truncate("1h").alias("hour"), *keys], maintain_order=True)
         .agg(
             *[pl.col(name).first(ignore_nulls=True) for name in _ATTRIBUTES],
             # Float sums and means are taken over each group's list in time order: Polars'
             # grouped sum may add partial sums from several threads, in varying order.
             pl.col("covered_s"),
+            pl.col("held_s"),
+            pl.col("busy_s"),
+            pl.col("busy_s").is_not_null().any().alias("busy_known"),
             pl.col("util"),
             pl.coalesce("util_max", "util").max().alias("util_max"),
             pl.col("mem_used_bytes").max().alias("mem_used_max_bytes"),
@@ -246,11 +293,18 @@ def rollup_hourly(
             .list.sum()
             .clip(upper_bound=SECONDS_PER_HOUR)
             .alias("seconds_observed"),
+            pl.col("held_s")
+            .list.sum()
+            .clip(upper_bound=SECONDS_PER_HOUR)
+            .alias("gpu_seconds_held"),
+            pl.when(pl.col("busy_known"))
+            .then(pl.col("busy_s").list.drop_nulls().list.sum().clip(upper_bound=SECONDS_PER_HOUR))
+            .alias("gpu_seconds_busy"),
             pl.col("util").list.mean().alias("util_avg"),
             pl.col("power_w").list.mean().alias("power_avg_w"),
             pl.col("sm_clock_mhz").list.mean().alias("sm_clock_avg_mhz"),
         )
-        .drop("covered_s", "util", "power_w", "sm_clock_mhz")
+        .drop("covered_s", "held_s", "busy_s", "busy_known", "util", "power_w", "sm_clock_mhz")
         .with_columns(
             workload_of(pl.col("pod")).alias("workload"),
             pl.lit(None, dtype=pl.String()).alias("project"),
@@ -265,9 +319,10 @@ def rollup_hourly(
 def merge_rollups(frames: Sequence[pl.DataFrame], source: str) -> pl.DataFrame:
     """Combine hourly rows of the same hour and series written at different times (pure).
 
-    For an agent that flushed part of an hour, stopped and flushed the rest later: seconds add
-    up (capped at 3600), means are weighted by seconds observed, maxima stay maxima. Merging a
-    frame with itself double-counts: merge only rows made from different samples.
+    For an agent that flushed part of an hour, stopped and flushed the rest later: seconds
+    (observed, held, busy) add up (capped at 3600), means are weighted by seconds observed,
+    maxima stay maxima. Merging a frame with itself double-counts: merge only rows made from
+    different samples.
     """
     if not frames:
         return GPU_USAGE.empty()
@@ -293,11 +348,19 @@ def merge_rollups(frames: Sequence[pl.DataFrame], source: str) -> pl.DataFrame:
             pl.col("mem_total_bytes").max(),
             # Lists, summed below in row order: grouped float sums are not reproducible.
             seconds,
+            pl.col("gpu_seconds_held"),
+            pl.col("gpu_seconds_busy"),
             *[pl.col(f"__product_{name}") for name in averaged],
             *[pl.col(f"__weight_{name}") for name in averaged],
         )
         .with_columns(
             seconds.list.sum().clip(upper_bound=SECONDS_PER_HOUR),
+            *[
+                pl.when(pl.col(name).list.drop_nulls().list.len() > 0)
+                .then(pl.col(name).list.drop_nulls().list.sum().clip(upper_bound=SECONDS_PER_HOUR))
+                .alias(name)
+                for name in ("gpu_seconds_held", "gpu_seconds_busy")
+            ],
             *[
                 pl.when(pl.col(f"__weight_{name}").list.sum() > 0)
                 .then(

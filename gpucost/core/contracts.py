@@ -292,6 +292,12 @@ GPU_USAGE = TableContract(
             ("workload", S),
             ("project", S),
             ("seconds_observed", F64, False),
+            # The series' share of its GPU (or MIG slice), summed over the hour's samples:
+            # interval x 1/(workload series on the device at that instant), and that times the
+            # device's utilisation (or the process's own). Seconds of the device, not yet
+            # scaled by a MIG slice's fraction; null where a writer predates them.
+            ("gpu_seconds_held", F64),
+            ("gpu_seconds_busy", F64),
             ("util_avg", F64),
             ("util_max", F64),
             ("mem_used_max_bytes", I64),
