@@ -46,6 +46,7 @@ from gpucost.allocator.matching import (
     UNALLOCATED_CODE,
     billing_match_code,
     host_match_code,
+    is_allocated_match,
     resource_code,
     targets,
     workload_match_code,
@@ -388,8 +389,13 @@ def _lookup(column: str, keys: pl.Series, values: pl.Series) -> pl.Expr:
 def _follow_resource(charges: pl.DataFrame) -> pl.DataFrame:
     """Charges no rule matched take the project of their resource's other charges (the first
     rule among them): a refund or an untagged line follows the charge it belongs to."""
+    # A provider-split share (FOCUS 1.3 AllocatedTags) names a workload, not the resource's owner.
     owners = (
-        charges.filter(pl.col("code").is_not_null() & pl.col("resource_id").is_not_null())
+        charges.filter(
+            pl.col("code").is_not_null()
+            & pl.col("resource_id").is_not_null()
+            & ~is_allocated_match(pl.col("code"))
+        )
         .group_by("resource_id")
         .agg(resource_code(pl.col("code").min()).alias("__resource_code"))
     )

@@ -21,7 +21,7 @@ from typing import Final
 
 import polars as pl
 
-from gpucost.allocator.projects import UNALLOCATED, ProjectRule, glob_to_regex
+from gpucost.allocator.projects import UNALLOCATED, ProjectRule, glob_to_regex, tag_value
 
 VIA: Final = (
     "tags",
@@ -33,12 +33,19 @@ VIA: Final = (
     "labels",
     "host-tags",
     "host-names",
+    "allocated-tags",
+    "allocated-resource",
 )
 """Criteria a match code can name: billing tags/accounts/hosts; ``resource``: an unmatched
 charge (a refund, a line without tags) on a resource whose other charges a rule matched; a GPU
 workload's namespace, pod or pod label; or (for GPU rows without a matching workload) the
-host's inventory tags or its names."""
+host's inventory tags or its names; or a provider's own split of a shared resource (FOCUS 1.3
+``AllocatedTags``, ``AllocatedResourceId``/``AllocatedResourceName``), matched before the
+charge's own columns."""
+ALLOCATED_MATCH_COLUMNS: Final = ("AllocatedResourceId", "AllocatedResourceName", "AllocatedTags")
+"""FOCUS 1.3 columns naming the workload a provider-split charge belongs to."""
 BILLING_MATCH_COLUMNS: Final = (
+    *ALLOCATED_MATCH_COLUMNS,
     "ResourceId",
     "ResourceName",
     "SubAccountId",
@@ -69,11 +76,10 @@ def _any_glob(patterns: Sequence[str]) -> Test:
 
 
 def _tag_glob(key: str, pattern: str) -> Test:
-    escaped = key.replace("\\", "\\\\").replace("'", "\\'")
     regex = glob_to_regex(pattern)
 
     def test(value: pl.Expr) -> pl.Expr:
-        return value.str.json_path_match(f"$['{escaped}']").str.contains(regex)
+        return tag_value(value, key).str.contains(regex)
 
     return test
 
@@ -119,12 +125,22 @@ def resource_code(code: pl.Expr) -> pl.Expr:
 
 
 def billing_match_code(frame: pl.DataFrame, rules: Sequence[ProjectRule]) -> pl.Expr:
-    """Match code of each billing row: tags (``Tags``), accounts, hosts (``ResourceId/Name``)."""
+    """Match code of each billing row: tags (``Tags``), accounts, hosts (``ResourceId/Name``).
+
+    A row a provider split to a workload (FOCUS 1.3 ``AllocatedTags``, ``AllocatedResourceId``
+    or ``AllocatedResourceName``) is matched on those first, by every rule in order, and on its
+    own columns only when no rule matches them: the split names who used that share of the
+    shared resource, while its ``Tags`` describe the resource (a cluster's node pool).
+    """
+    allocated: dict[str, list[tuple[int, Test]]] = {}
     per_column: dict[str, list[tuple[int, Test]]] = {}
     for index, rule in enumerate(rules):
         for key, pattern in sorted(rule.match.tags.items()):
             per_column.setdefault("Tags", []).append(
                 (_code(index, "tags"), _tag_glob(key, pattern))
+            )
+            allocated.setdefault("AllocatedTags", []).append(
+                (_code(index, "allocated-tags"), _tag_glob(key, pattern))
             )
         if rule.match.accounts:
             for column in ("SubAccountId", "SubAccountName", "BillingAccountId"):
@@ -136,7 +152,20 @@ def billing_match_code(frame: pl.DataFrame, rules: Sequence[ProjectRule]) -> pl.
                 per_column.setdefault(column, []).append(
                     (_code(index, "hosts"), _any_glob(rule.match.hosts))
                 )
-    return _minimum(frame, per_column)
+            for column in ("AllocatedResourceId", "AllocatedResourceName"):
+                allocated.setdefault(column, []).append(
+                    (_code(index, "allocated-resource"), _any_glob(rule.match.hosts))
+                )
+    return pl.coalesce(_minimum(frame, allocated), _minimum(frame, per_column))
+
+
+def is_allocated_match(code: pl.Expr) -> pl.Expr:
+    """Whether a match code came through a provider's split (``allocated-*`` criteria): such a
+    match names a workload's share, not the owner of the whole resource."""
+    via = code % CODE_STRIDE
+    return via.is_in([VIA.index("allocated-tags"), VIA.index("allocated-resource")]) & (
+        code < UNALLOCATED_CODE
+    )
 
 
 def workload_match_code(

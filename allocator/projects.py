@@ -1,11 +1,13 @@
 """Project resolution: ordered rules give each charge a project; the first match wins.
 
 A rule matches a billing row when *any* of its criteria does: a tag (``Tags`` JSON) whose
-value matches the rule's glob, an account (``SubAccountId``, ``SubAccountName`` or
-``BillingAccountId``), or a host (``ResourceId`` or ``ResourceName``). Rows no rule matches get
-the project ``unallocated``, visibly, never dropped. The rule that matched is kept in
-``x_MatchedRule`` so every attribution can be explained. Namespaces, pods and the owner tag
-match GPU workloads (:func:`gpucost.allocator.matching.workload_match_code`).
+value's text matches the rule's glob (:func:`tag_text`), an account (``SubAccountId``,
+``SubAccountName`` or ``BillingAccountId``), or a host (``ResourceId`` or ``ResourceName``).
+A row a provider split to a workload (FOCUS 1.3 ``AllocatedTags``, ``AllocatedResourceId``,
+``AllocatedResourceName``) is matched on those first, by every rule, before its own columns.
+Rows no rule matches get the project ``unallocated``, visibly, never dropped. The rule that
+matched is kept in ``x_MatchedRule`` so every attribution can be explained. Namespaces, pods
+and the owner tag match GPU workloads (:func:`gpucost.allocator.matching.workload_match_code`).
 
 :class:`ProjectRule` is the one schema of a ``[[projects]]`` rule: ``gpucost.config`` validates
 the TOML with it and the allocator reads the validated rules as they are.
@@ -13,6 +15,7 @@ the TOML with it and the allocator reads the validated rules as they are.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import polars as pl
@@ -101,47 +104,97 @@ def _any_matches(column: str, patterns: Sequence[str]) -> pl.Expr:
     )
 
 
-def tag_value(tags_column: str, key: str) -> pl.Expr:
-    """The value of one key of a canonical-JSON tags column (null when absent)."""
-    escaped = key.replace("\\", "\\\\").replace("'", "\\'")
-    return pl.col(tags_column).str.json_path_match(f"$['{escaped}']")
+def tag_text(tags: str | None, key: str) -> str | None:
+    """The text a rule's glob is matched against: a tag's value in a canonical-JSON tag set.
+
+    A string is itself; a number is its text as written (``500``, ``1.10``); ``true`` and
+    ``false`` are those words (FOCUS Key-Value Format allows all three). A missing key, a null
+    value or unreadable tags give None, which no glob matches.
+    """
+    if tags is None:
+        return None
+    try:
+        document = json.loads(tags, parse_int=str, parse_float=str, parse_constant=str)
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    value = document.get(key)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None or isinstance(value, dict | list):
+        return None
+    return str(value)
 
 
-def billing_rule_predicate(rule: ProjectRule) -> pl.Expr:
-    """Whether a billing row matches ``rule``."""
+def tag_value(tags_column: str | pl.Expr, key: str) -> pl.Expr:
+    """The text of one key of a canonical-JSON tags column (null when absent): see
+    :func:`tag_text`. Each distinct tag set is read once."""
+    column = pl.col(tags_column) if isinstance(tags_column, str) else tags_column
+
+    def texts(values: pl.Series) -> pl.Series:
+        distinct = values.unique().drop_nulls().to_list()
+        lookup = {text: tag_text(text, key) for text in distinct}
+        return values.replace_strict(lookup, default=None, return_dtype=pl.String)
+
+    return column.map_batches(texts, return_dtype=pl.String)
+
+
+def billing_rule_predicate(rule: ProjectRule, *, allocated: bool = False) -> pl.Expr:
+    """Whether a billing row matches ``rule``: on the charge's own ``Tags``, accounts and
+    resource, or (``allocated``) on a provider's split of it to a workload (FOCUS 1.3
+    ``AllocatedTags``, ``AllocatedResourceId``, ``AllocatedResourceName``)."""
+    tags = "AllocatedTags" if allocated else "Tags"
+    resources = (
+        ("AllocatedResourceId", "AllocatedResourceName")
+        if allocated
+        else ("ResourceId", "ResourceName")
+    )
     conditions: list[pl.Expr] = []
     for key, pattern in sorted(rule.match.tags.items()):
         conditions.append(
-            tag_value("Tags", key).str.contains(glob_to_regex(pattern)).fill_null(False)
+            tag_value(tags, key).str.contains(glob_to_regex(pattern)).fill_null(False)
         )
-    if rule.match.accounts:
+    if rule.match.accounts and not allocated:
         conditions += [
             _any_matches(column, rule.match.accounts)
             for column in ("SubAccountId", "SubAccountName", "BillingAccountId")
         ]
     if rule.match.hosts:
-        conditions += [
-            _any_matches(column, rule.match.hosts) for column in ("ResourceId", "ResourceName")
-        ]
+        conditions += [_any_matches(column, rule.match.hosts) for column in resources]
     if not conditions:
         return pl.lit(False)
     return pl.any_horizontal(conditions)
 
 
+ALLOCATED_COLUMNS = ("AllocatedResourceId", "AllocatedResourceName", "AllocatedTags")
+
+
 def resolve_billing_projects(billing: pl.LazyFrame, rules: Sequence[ProjectRule]) -> pl.LazyFrame:
-    """Add ``project``, ``cost_center`` and ``x_MatchedRule`` to billing rows (first match wins)."""
+    """Add ``project``, ``cost_center`` and ``x_MatchedRule`` to billing rows (first match wins).
+
+    Every rule is tried on a row's provider split (``allocated``) before any rule is tried on
+    the row's own columns; ``x_MatchedRule`` says which (``projects[0].allocated``).
+    """
+    schema = billing.collect_schema()
+    billing = billing.with_columns(
+        pl.lit(None, pl.String).alias(name) for name in ALLOCATED_COLUMNS if name not in schema
+    )
     project: pl.Expr = pl.lit(UNALLOCATED)
     cost_center: pl.Expr = pl.lit(None, dtype=pl.String)
     matched: pl.Expr = pl.lit(None, dtype=pl.String)
-    # Built from the last rule to the first, so the first matching rule ends up outermost.
-    for position in range(len(rules) - 1, -1, -1):
-        rule = rules[position]
-        predicate = billing_rule_predicate(rule)
-        project = pl.when(predicate).then(pl.lit(rule.name)).otherwise(project)
-        cost_center = (
-            pl.when(predicate).then(pl.lit(rule.cost_center, pl.String)).otherwise(cost_center)
-        )
-        matched = pl.when(predicate).then(pl.lit(f"projects[{position}]")).otherwise(matched)
+    # Built from the last rule to the first, so the first matching rule ends up outermost; the
+    # allocated pass is built last, so it is tried first.
+    for allocated in (False, True):
+        for position in range(len(rules) - 1, -1, -1):
+            rule = rules[position]
+            predicate = billing_rule_predicate(rule, allocated=allocated)
+            label = f"projects[{position}]" + (".allocated" if allocated else "")
+            project = pl.when(predicate).then(pl.lit(rule.name)).otherwise(project)
+            cost_center = (
+                pl.when(predicate).then(pl.lit(rule.cost_center, pl.String)).otherwise(cost_center)
+            )
+            matched = pl.when(predicate).then(pl.lit(label)).otherwise(matched)
     return billing.with_columns(
         project.alias("project"), cost_center.alias("cost_center"), matched.alias("x_MatchedRule")
     )

@@ -52,6 +52,8 @@ MANDATORY = (
 )
 """Columns without which a FOCUS file cannot be allocated (all mandatory in FOCUS 1.0)."""
 NOT_NULL_VALUES = ("BilledCost", "BillingCurrency", "ChargePeriodStart", "ChargePeriodEnd")
+TAG_COLUMNS = ("Tags", "AllocatedTags")
+"""Key-Value Format columns read as tag sets (FOCUS 1.3 adds AllocatedTags)."""
 PROVIDER_COLUMNS = ("ProviderName", "ServiceProviderName")
 """FOCUS 1.3 deprecates ProviderName for ServiceProviderName; a file must carry one of them."""
 
@@ -268,12 +270,14 @@ def read_focus_file(
         )
         reason_columns[f"{name}"] = f"__enum_{name}"
 
-    if "Tags" in converted.columns:
-        tags, tag_reasons = canonical_tags(converted["Tags"])
-        converted = converted.with_columns(
-            tags.alias("__value_Tags"), tag_reasons.alias("__reason_Tags")
-        )
-        reason_columns["Tags"] = "__reason_Tags"
+    # FOCUS 1.3 AllocatedTags follow Tags' Key-Value Format; both are kept as canonical JSON.
+    for name in TAG_COLUMNS:
+        if name in converted.columns:
+            tags, tag_reasons = canonical_tags(converted[name])
+            converted = converted.with_columns(
+                tags.alias(f"__value_{name}"), tag_reasons.alias(f"__reason_{name}")
+            )
+            reason_columns[name] = f"__reason_{name}"
 
     rejects = rejects_from(converted, reason_columns, file=file, row_column="__row")
     bad_rows = rejects["row"].unique()

@@ -106,33 +106,81 @@ def canonical_tags(values: pl.Series) -> tuple[pl.Series, pl.Series]:
     """(canonical JSON, reason-or-null) for a column of JSON-object tag strings.
 
     Keys are trimmed (real exports carry keys such as ``" project"``), sorted and written
-    compactly, so equal tag sets compare equal. Non-string values are kept as their JSON text.
-    Distinct values are parsed once: bills repeat the same tag set on many rows.
+    compactly, so equal tag sets compare equal. Values keep their JSON type and text
+    (``{"FleetSize":500}`` stays a number, ``1.10`` keeps its digits): FOCUS' Key-Value Format
+    allows a string, number, ``true``, ``false`` or ``null`` value, and no object or array, so
+    a document with one of those is a reject. Distinct values are parsed once: bills repeat
+    the same tag set on many rows.
     """
     canonical: dict[str, str | None] = {}
     reasons: dict[str, str | None] = {}
     for text in values.unique().drop_nulls().to_list():
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as error:
-            canonical[text], reasons[text] = None, f"tags are not valid JSON: {error.msg}"
-            continue
-        if not isinstance(document, dict):
-            canonical[text], reasons[text] = None, "tags must be a JSON object"
-            continue
-        canonical[text], reasons[text] = tags_to_json(document), None
+        canonical[text], reasons[text] = _canonical_tag_text(text)
     mapped = values.replace_strict(canonical, default=None, return_dtype=pl.String)
     reason = values.replace_strict(reasons, default=None, return_dtype=pl.String)
     return mapped, reason
 
 
+class JsonNumber(str):
+    """A JSON number kept as the text it was written as (``500``, ``1.10``, ``1e3``)."""
+
+
+def _reject_constant(name: str) -> object:
+    # Python's json accepts NaN and Infinity, which ECMA-404 JSON does not.
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def load_tags(text: str) -> dict[str, object]:
+    """A tag document as a dict whose numbers are :class:`JsonNumber` (their text as written).
+
+    Raises ``ValueError`` (``json.JSONDecodeError`` included) for text that is not a JSON object.
+    """
+    document = json.loads(
+        text, parse_int=JsonNumber, parse_float=JsonNumber, parse_constant=_reject_constant
+    )
+    if not isinstance(document, dict):
+        raise ValueError("tags must be a JSON object")
+    return document
+
+
+def _canonical_tag_text(text: str) -> tuple[str | None, str | None]:
+    try:
+        document = load_tags(text)
+    except json.JSONDecodeError as error:
+        return None, f"tags are not valid JSON: {error.msg}"
+    except ValueError as error:
+        return None, str(error)
+    nested = sorted(str(k).strip() for k, v in document.items() if isinstance(v, dict | list))
+    if nested:
+        return None, (
+            "tag values must be a string, number, true, false or null (FOCUS Key-Value "
+            f"Format); not so for {', '.join(nested)}"
+        )
+    return tags_to_json(document), None
+
+
 def tags_to_json(tags: Mapping[str, object]) -> str:
-    """Canonical JSON for a tag mapping: trimmed keys, string values, sorted, compact."""
-    cleaned = {
-        str(key).strip(): value if isinstance(value, str) else json.dumps(value)
-        for key, value in tags.items()
-    }
-    return json.dumps(cleaned, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Canonical JSON for a tag mapping: trimmed keys, sorted, compact, values as given.
+
+    Strings, booleans and null are written as JSON; :class:`JsonNumber` values as their own
+    text; other numbers through ``json``. Writers that only have text (CUR, labels) pass text.
+    """
+    cleaned = {str(key).strip(): value for key, value in tags.items()}
+    parts = [
+        f"{json.dumps(key, ensure_ascii=False)}:{_json_value(cleaned[key])}"
+        for key in sorted(cleaned)
+    ]
+    return "{" + ",".join(parts) + "}"
+
+
+def _json_value(value: object) -> str:
+    if isinstance(value, JsonNumber):
+        return str.__str__(value)
+    if isinstance(value, Mapping):
+        return tags_to_json(value)
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_json_value(item) for item in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
 
 
 def canonical_enum(column: str, allowed: Iterable[str]) -> pl.Expr:

@@ -195,6 +195,15 @@ FOCUS_TIME_COLUMNS = (
     "ChargePeriodEnd",
 )
 FOCUS_STRING_COLUMNS = (
+    # FOCUS 1.3 provider-calculated split cost allocation and contract columns: a provider's own
+    # split of a shared resource (AllocatedTags/AllocatedResourceId name the workload a row's
+    # share belongs to; project rules match them before Tags). JSON columns are canonical JSON.
+    "AllocatedMethodDetails",
+    "AllocatedMethodId",
+    "AllocatedResourceId",
+    "AllocatedResourceName",
+    "AllocatedTags",
+    "ContractApplied",
     "AvailabilityZone",
     "BillingAccountId",
     "BillingAccountName",

@@ -195,8 +195,10 @@ def test_focus_1_3_service_and_host_provider(tmp_path: Path) -> None:
     assert billing["HostProviderName"].to_list() == billing["ServiceProviderName"].to_list()
     assert billing["PublisherName"].null_count() == billing.height
     assert landed_totals(billing) == expected_totals(rows, "ServiceProviderName")
-    # The 1.3 allocation columns describe allocations, which gpucost makes itself.
-    assert notes["columns_not_kept"] == sorted(["Id", *FOCUS_1_3_ADDED])
+    # The 1.3 allocation and contract columns are kept (empty here: no provider split).
+    assert notes["columns_not_kept"] == ["Id"]
+    for name in FOCUS_1_3_ADDED:
+        assert billing[name].null_count() == billing.height
 
 
 def test_focus_1_3_parquet_with_decimal_money(tmp_path: Path) -> None:
@@ -249,3 +251,70 @@ def _csv_text(rows: list[dict[str, str]]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+def split_rows() -> list[dict[str, str]]:
+    """FOCUS 1.3 rows in which the provider split every fifth real charge between two
+    workloads (FOCUS 1.3 "Provider-Calculated Split Cost Allocation"): each such charge becomes
+    two rows whose costs add up to it exactly, naming the workload in AllocatedTags and
+    AllocatedResourceId, one with a number and a boolean tag value."""
+    rows = []
+    for index, row in enumerate(focus_1_3_rows()):
+        if index % 5 or row["BilledCost"] in NULLS:
+            rows.append(row)
+            continue
+        shares = []
+        for part, (workload, extra) in enumerate(
+            [("ingestion", ', "FleetSize": 500, "spot": true'), ("serving", "")]
+        ):
+            share = dict(row)
+            for column in MONEY_COLUMNS:
+                if row[column] not in NULLS:
+                    whole = Decimal(row[column])
+                    half = whole / 2
+                    share[column] = str(half if part == 0 else whole - half)
+            share.update(
+                AllocatedMethodId="Proportional-CPU",
+                AllocatedMethodDetails='{"Elements":[{"AllocatedRatio":0.5}]}',
+                AllocatedResourceId=f"pod/{workload}-{index}",
+                AllocatedResourceName=f"{workload}-{index}",
+                AllocatedTags=f'{{"workload": "{workload}"{extra}}}',
+            )
+            shares.append(share)
+        rows.extend(shares)
+    return rows
+
+
+def test_focus_1_3_provider_split_rows_keep_their_allocation_columns(tmp_path: Path) -> None:
+    rows = split_rows()
+    path = tmp_path / "focus_1.3_split.csv"
+    write_csv(path, rows)
+    billing, rejects, notes = collect(path)
+    assert rejects.is_empty()
+    assert notes["columns_not_kept"] == ["Id"]
+    split = billing.filter(pl.col("AllocatedTags").is_not_null())
+    assert (split.height, billing.height) == (24, 70)  # about a fifth of the file
+    # Numbers and booleans keep their JSON type; keys sorted, compact (canonical JSON).
+    assert sorted(split["AllocatedTags"].unique().to_list()) == [
+        '{"FleetSize":500,"spot":true,"workload":"ingestion"}',
+        '{"workload":"serving"}',
+    ]
+    assert split["AllocatedMethodId"].unique().to_list() == ["Proportional-CPU"]
+    assert split["AllocatedResourceId"].str.starts_with("pod/").all()
+    assert landed_totals(billing) == expected_totals(rows, "ServiceProviderName")
+
+
+def test_tag_values_keep_their_json_types(tmp_path: Path) -> None:
+    """FOCUS Key-Value Format allows number, true, false and null values; a value that is an
+    object or array is not a tag value and the row is rejected, naming it."""
+    rows = focus_1_3_rows()[:3]
+    rows[0]["Tags"] = '{"FleetSize":500, "ratio": 1.10, "spot": false, "owner": null}'
+    rows[1]["Tags"] = '{"nested": {"a": 1}}'
+    rows[2]["AllocatedTags"] = "{not json"
+    path = tmp_path / "focus_1.3_tags.csv"
+    write_csv(path, rows)
+    billing, rejects, _ = collect(path)
+    assert billing["Tags"].to_list() == ['{"FleetSize":500,"owner":null,"ratio":1.10,"spot":false}']
+    assert rejects.select("row", "field").rows() == [(2, "Tags"), (3, "AllocatedTags")]
+    assert rejects["reason"][0].startswith("tag values must be a string, number, true")
+    assert rejects["reason"][1].startswith("tags are not valid JSON")
