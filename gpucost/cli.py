@@ -7,17 +7,18 @@ configuration and usage errors.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import Annotated, Any, TextIO
 
 import polars as pl
 import typer
@@ -37,6 +38,7 @@ from gpucost.nightly import (
     digest_day,
     export_month,
     run_nightly,
+    summary_table,
 )
 from gpucost.pipeline import Runtime, collect, nightly_window, probe_sources, run_gpu_agent
 
@@ -55,6 +57,10 @@ console = Console()
 errors = Console(stderr=True)
 logger = logging.getLogger("gpucost")
 
+UNLIMITED_WIDTH = 100_000
+"""Columns given to output that is not a terminal (cron mail, a file, a pipe): Rich would
+otherwise assume 80 and cut money to ``13,…``; a table is as wide as its content."""
+
 
 class LogFormatOption(StrEnum):
     """Log line format."""
@@ -72,8 +78,32 @@ LogFormatArg = Annotated[
 LogLevelArg = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
 
 
+class OutputOption(StrEnum):
+    """How a command prints its results on stdout."""
+
+    text = "text"
+    json = "json"
+
+
+OutputArg = Annotated[
+    OutputOption,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Tables for people, or one JSON document on stdout (exact money as strings).",
+    ),
+]
+
+
+def _fit_consoles() -> None:
+    """No width limit on output that is not a terminal (see :data:`UNLIMITED_WIDTH`)."""
+    for target in (console, errors):
+        target.width = None if target.is_terminal else UNLIMITED_WIDTH  # type: ignore[assignment]
+
+
 def _load(config_path: Path, log_format: LogFormatOption, log_level: str) -> GpucostConfig:
     setup_logging(log_format.value, log_level)
+    _fit_consoles()
     with _exit_on_errors():
         settings = load_config(config_path)
     for warning in permission_warnings(settings):
@@ -84,6 +114,26 @@ def _load(config_path: Path, log_format: LogFormatOption, log_level: str) -> Gpu
 def _fail_config(message: str) -> None:
     _complain("config error", message)
     raise typer.Exit(EXIT_CONFIG)
+
+
+def _fail_usage(message: str) -> None:
+    """A command-line argument is wrong: one line on stderr, exit 2."""
+    _complain("usage error", message)
+    raise typer.Exit(EXIT_CONFIG)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, Decimal):
+        return format(value, "f")  # exact: money never goes through a float
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def _print_json(document: Mapping[str, Any]) -> None:
+    """One JSON document on stdout (``--output json``)."""
+    sys.stdout.write(json.dumps(document, indent=2, default=_json_default) + "\n")
+    sys.stdout.flush()
 
 
 def _complain(label: str, message: object) -> None:
@@ -111,7 +161,7 @@ def _parse_day(value: str | None, option: str) -> date | None:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        _fail_config(f"{option} {value!r} is not a date (YYYY-MM-DD)")
+        _fail_usage(f"{option} {value!r} is not a date (YYYY-MM-DD)")
         raise
 
 
@@ -128,6 +178,7 @@ def collect_command(
     until: Annotated[
         str | None, typer.Option(help="Last day to collect, inclusive. Default: --since.")
     ] = None,
+    output: OutputArg = OutputOption.text,
     log_format: LogFormatArg = LogFormatOption.text,
     log_level: LogLevelArg = "INFO",
 ) -> None:
@@ -139,14 +190,29 @@ def collect_command(
     settings = _load(config, log_format, log_level)
     first, last = _parse_day(since, "--since"), _parse_day(until, "--until")
     if first is None and last is not None:
-        _fail_config("--until needs --since")
+        _fail_usage("--until needs --since")
     with _exit_on_errors(ValueError):
         window = Window.days_inclusive(first, last or first) if first else nightly_window(settings)
         runtime = Runtime.from_config(settings)
         manifest = collect(runtime, window, source_names=source or None)
+    status = _exit_status(manifest)
+    location = runtime.lake.storage.url(manifest.path)
+    if output is OutputOption.json:
+        _print_json(
+            {
+                "command": "collect",
+                "status": manifest.status,
+                "exit_status": status,
+                "run_id": manifest.run_id,
+                "window": {"start": window.start, "end_exclusive": window.end},
+                "sources": manifest.to_dict()["sources"],
+                "manifest": location,
+            }
+        )
+        raise typer.Exit(status)
     _print_sources(manifest)
-    console.print(f"manifest: {runtime.lake.storage.url(manifest.path)}")
-    raise typer.Exit(_exit_status(manifest))
+    console.print(f"manifest: {location}", soft_wrap=True, highlight=False)
+    raise typer.Exit(status)
 
 
 @app.command("nightly")
@@ -156,44 +222,74 @@ def nightly_command(
         str | None,
         typer.Option("--date", help="Re-run the night of this date (YYYY-MM-DD) instead of today."),
     ] = None,
+    output: OutputArg = OutputOption.text,
     log_format: LogFormatArg = LogFormatOption.text,
     log_level: LogLevelArg = "INFO",
 ) -> None:
-    """Run the nightly job: collect every enabled source, then summarise cost per project.
+    """Run the nightly job: collect every enabled source, allocate, report, export, digest.
 
-    Holds the run lock while it runs: a second nightly (or backfill) started meanwhile exits 1
-    at once, naming the run that holds it.
+    Prints the sources, the allocated cost per project (the night's last day and its month to
+    date, read from the lake) and the findings on stdout; logs go to stderr. Holds the run lock
+    while it runs: a second nightly (or backfill) started meanwhile exits 1 at once, naming the
+    run that holds it.
     """
     settings = _load(config, log_format, log_level)
     as_of = _parse_day(day, "--date")
     today = datetime.now(UTC).date()
     if as_of is not None and as_of > today:
         # The night of D collects the days before D: a future night has nothing to read yet.
-        _fail_config(f"--date {as_of} is in the future (today is {today}, UTC)")
+        _fail_usage(f"--date {as_of} is in the future (today is {today}, UTC)")
     window = nightly_window(settings, night=as_of)
     with _exit_on_errors():
         runtime = Runtime.from_config(settings)
         with take_run_lock(settings, "nightly"):
             result = run_nightly(runtime, window, command="nightly")
     manifest = result.manifest
-    _print_sources(manifest)
+    status = _night_exit_status(result)
+    last_day = window.end - timedelta(days=1)
     overview = result.frames.get("allocation_overview")
-    if overview is not None:
-        _print_overview(overview, window)
-    elif result.summary is not None:
-        _print_summary(result.summary, window)
     findings = result.frames.get("findings")
+    written = [
+        ("lake", runtime.lake.storage.root),
+        *[(f"quarantine ({s.name})", s.quarantine) for s in manifest.sources if s.quarantine],
+        *result.written(),
+        ("manifest", runtime.lake.storage.url(manifest.path)),
+    ]
+    if output is OutputOption.json:
+        _print_json(
+            {
+                "command": "nightly",
+                "status": manifest.status,
+                "exit_status": status,
+                "run_id": manifest.run_id,
+                "window": {"start": window.start, "end_exclusive": window.end},
+                "day": last_day,
+                "month_to_date": {"start": last_day.replace(day=1), "through": last_day},
+                "sources": manifest.to_dict()["sources"],
+                "stages": manifest.to_dict()["stages"],
+                "projects": []
+                if overview is None
+                else summary_table(overview, last_day).to_dicts(),
+                "findings": [] if findings is None else _finding_rows(findings),
+                "written": [{"label": label, "location": where} for label, where in written],
+            }
+        )
+        raise typer.Exit(status)
+    _print_sources(manifest)
+    if overview is not None:
+        _print_month_overview(overview, last_day)
     if findings is not None:
         _print_findings(findings)
     console.print("[bold]Written[/]")
-    console.print(f"  lake:       {runtime.lake.storage.root}", soft_wrap=True)
-    for source in manifest.sources:
-        if source.quarantine:
-            console.print(f"  quarantine ({source.name}): {source.quarantine}", soft_wrap=True)
-    for label, output in result.written():
-        console.print(f"  {label + ':':<11} {output}", soft_wrap=True, highlight=False)
-    console.print(f"  manifest:   {runtime.lake.storage.url(manifest.path)}", soft_wrap=True)
-    raise typer.Exit(_night_exit_status(result))
+    for label, location in written:
+        console.print(f"  {label + ':':<11} {location}", soft_wrap=True, highlight=False)
+    raise typer.Exit(status)
+
+
+def _finding_rows(findings: pl.DataFrame) -> list[dict[str, Any]]:
+    columns = ["kind", "severity", "host", "resource_id", "project", "est_monthly_waste"]
+    ranked = findings.sort("est_monthly_waste", descending=True, nulls_last=True)
+    return ranked.select(*columns, "currency", "recommendation").to_dicts()
 
 
 def _night_exit_status(result: NightlyResult) -> int:
@@ -214,27 +310,41 @@ def backfill_command(
     force: Annotated[
         bool, typer.Option("--force", help="Redo days whose nightly manifest is complete.")
     ] = False,
+    digest: Annotated[
+        bool,
+        typer.Option("--digest", help="Also send (or keep) each day's Slack digest."),
+    ] = False,
+    output: OutputArg = OutputOption.text,
     log_format: LogFormatArg = LogFormatOption.text,
     log_level: LogLevelArg = "WARNING",
 ) -> None:
     """Run the nightly pipeline day by day over a range, with a progress bar; resumable.
 
-    Each day D collects the window [D, D+1) and runs the stages. Days already covered by a
-    complete nightly or backfill run manifest are skipped unless --force, so an interrupted
-    backfill picks up where it stopped. Holds the run lock throughout. Exit 0 when every day
-    is complete, 1 when some day is not (listed), 2 for usage errors.
+    Each day D collects the window [D, D+1), allocates, summarises and reports; no Slack
+    digest unless --digest. At the end the finance exports of every month the range touches
+    are rebuilt once, from the whole month in the lake. Days already covered by a complete
+    nightly or backfill run manifest are skipped unless --force, so an interrupted backfill
+    picks up where it stopped. Holds the run lock throughout. Exit 0 when every day is
+    complete, 1 when some day (or a month's export) is not (listed), 2 for usage errors.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from gpucost.backfill import DayOutcome, days_between, run_backfill
+    from gpucost.backfill import (
+        BackfillResult,
+        DayOutcome,
+        backfill_stages,
+        days_between,
+        run_backfill,
+    )
 
     settings = _load(config, log_format, log_level)
     first, last = _parse_day(since, "--since"), _parse_day(until, "--until")
     assert first is not None and last is not None
     if last < first:
-        _fail_config(f"--until {last} is before --since {first}")
+        _fail_usage(f"--until {last} is before --since {first}")
     total = len(days_between(first, last))
     outcomes: list[DayOutcome] = []
+    result = BackfillResult()
     with _exit_on_errors():
         runtime = Runtime.from_config(settings)
         with (
@@ -258,21 +368,61 @@ def backfill_command(
                 outcomes.append(outcome)
                 progress.update(task, advance=1, note=f"{outcome.day}: {outcome.status}")
 
-            run_backfill(runtime, first, last, force=force, on_start=on_start, on_day=on_day)
+            result = run_backfill(
+                runtime,
+                first,
+                last,
+                force=force,
+                stages=backfill_stages(digest=digest),
+                on_start=on_start,
+                on_day=on_day,
+            )
     counts = {
         status: sum(1 for outcome in outcomes if outcome.status == status)
         for status in ("complete", "skipped", "incomplete", "failed")
     }
+    bad = [outcome for outcome in outcomes if outcome.status in ("incomplete", "failed")]
+    for outcome in bad:
+        for problem in outcome.problems or ["not complete"]:
+            _complain(outcome.status, f"{outcome.day}: {problem} (run {outcome.run_id})")
+    for month, error in result.export_errors.items():
+        _complain("export failed", f"{month}: {error}")
+    exit_status = EXIT_INCOMPLETE if bad or result.export_errors else EXIT_OK
+    if output is OutputOption.json:
+        _print_json(
+            {
+                "command": "backfill",
+                "since": first,
+                "until": last,
+                "exit_status": exit_status,
+                "counts": counts,
+                "days": [
+                    {
+                        "day": outcome.day,
+                        "status": outcome.status,
+                        "run_id": outcome.run_id,
+                        "problems": outcome.problems,
+                    }
+                    for outcome in outcomes
+                ],
+                "exports": {
+                    month: {"allocation_rows": done.allocation_rows, "written": done.locations}
+                    for month, done in result.exports.items()
+                },
+            }
+        )
+        raise typer.Exit(exit_status)
     console.print(
         f"backfill {first}..{last}: "
         + ", ".join(f"{count} {status}" for status, count in counts.items()),
         soft_wrap=True,
     )
-    bad = [outcome for outcome in outcomes if outcome.status in ("incomplete", "failed")]
-    for outcome in bad:
-        for problem in outcome.problems or ["not complete"]:
-            _complain(outcome.status, f"{outcome.day}: {problem} (run {outcome.run_id})")
-    raise typer.Exit(EXIT_INCOMPLETE if bad else EXIT_OK)
+    for month, done in result.exports.items():
+        if not done.allocation_rows:
+            console.print(f"export {month}: no allocation rows, nothing written", soft_wrap=True)
+        for location in done.locations:
+            console.print(f"export {month}: {location}", soft_wrap=True, highlight=False)
+    raise typer.Exit(exit_status)
 
 
 @contextmanager
@@ -382,6 +532,7 @@ def allocate_command(
     until: Annotated[
         str | None, typer.Option(help="Last day, inclusive. Default: --since.")
     ] = None,
+    output: OutputArg = OutputOption.text,
     log_format: LogFormatArg = LogFormatOption.text,
     log_level: LogLevelArg = "INFO",
 ) -> None:
@@ -397,38 +548,76 @@ def allocate_command(
         window = Window.days_inclusive(first, last or first)
         runtime = Runtime.from_config(settings)
         result = allocate_window(runtime, window)
+    status = EXIT_OK
+    if result.allocation.height == 0:
+        _complain("incomplete", f"nothing to allocate in {window}")
+        status = EXIT_INCOMPLETE
+    if output is OutputOption.json:
+        _print_json(
+            {
+                "command": "allocate",
+                "exit_status": status,
+                "window": {"start": window.start, "end_exclusive": window.end},
+                "projects": result.overview.to_dicts(),
+                "reconciliation_rows": result.reconciliation.height,
+                "unbalanced_rows": result.unbalanced.height,
+            }
+        )
+        raise typer.Exit(status)
     _print_overview(result.overview, window)
     console.print(
         f"reconciliation: {result.reconciliation.height} day x currency rows, "
         f"{result.unbalanced.height} with a difference",
         highlight=False,
     )
-    if result.allocation.height == 0:
-        _complain("incomplete", f"nothing to allocate in {window}")
-        raise typer.Exit(EXIT_INCOMPLETE)
+    raise typer.Exit(status)
 
 
 @app.command("export")
 def export_command(
     config: ConfigOption,
     month: Annotated[str, typer.Option("--month", help="The month to export, YYYY-MM.")],
+    output: OutputArg = OutputOption.text,
     log_format: LogFormatArg = LogFormatOption.text,
     log_level: LogLevelArg = "INFO",
 ) -> None:
-    """Write a month's chargeback exports (CSV, Parquet, manifest) under out_dir/exports."""
+    """Write a month's chargeback exports (CSV, Parquet, manifest) under out_dir/exports.
+
+    The whole month as the lake's allocation has it. A month without allocation rows writes
+    nothing and exits 0 with a note; a month that is not YYYY-MM is a usage error (exit 2).
+    """
     from gpucost.reports.exports import month_bounds
 
     settings = _load(config, log_format, log_level)
-    with _exit_on_errors(ValueError):
+    try:
         first, _ = month_bounds(month)
+    except ValueError as error:
+        _fail_usage(f"--month: {error}")
+        raise
     with _exit_on_errors():
         runtime = Runtime.from_config(settings)
         exported = export_month(runtime, first)
-    if exported.allocation_rows == 0:
-        _complain("incomplete", f"no allocation rows for {month}")
+    note = (
+        None
+        if exported.allocation_rows
+        else f"no allocation rows for {first:%Y-%m}: nothing exported (allocate its days first: "
+        "gpucost allocate, nightly or backfill)"
+    )
+    if output is OutputOption.json:
+        _print_json(
+            {
+                "command": "export",
+                "month": f"{first:%Y-%m}",
+                "allocation_rows": exported.allocation_rows,
+                "written": exported.locations,
+                "note": note,
+            }
+        )
+        return
+    if note is not None:
+        console.print(f"note: {note}", soft_wrap=True, highlight=False)
     for location in exported.locations:
         console.print(location, soft_wrap=True, highlight=False)
-    raise typer.Exit(EXIT_OK if exported.allocation_rows else EXIT_INCOMPLETE)
 
 
 @app.command("digest")
@@ -440,6 +629,7 @@ def digest_command(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the Slack JSON payloads; send nothing.")
     ] = False,
+    output: OutputArg = OutputOption.text,
     log_format: LogFormatArg = LogFormatOption.text,
     log_level: LogLevelArg = "INFO",
 ) -> None:
@@ -464,8 +654,21 @@ def digest_command(
             f"message {failure.message} to {delivery.destination}: "
             f"status {failure.status}, {failure.reason}",
         )
+    status = EXIT_OK if delivery.ok else EXIT_INCOMPLETE
+    if output is OutputOption.json:
+        _print_json(
+            {
+                "command": "digest",
+                "day": last,
+                "exit_status": status,
+                "delivered": delivery.delivered,
+                "failed": len(delivery.failures),
+                "destination": delivery.destination,
+            }
+        )
+        raise typer.Exit(status)
     console.print(f"{delivery.delivered} digest messages delivered to {delivery.destination}")
-    raise typer.Exit(EXIT_OK if delivery.ok else EXIT_INCOMPLETE)
+    raise typer.Exit(status)
 
 
 @app.command("agent")
@@ -516,20 +719,55 @@ def config_check_command(
             help="Also look for each enabled source's files (or bucket) now; exit 2 if one fails.",
         ),
     ] = False,
+    output: OutputArg = OutputOption.text,
     log_format: LogFormatArg = LogFormatOption.text,
     log_level: LogLevelArg = "WARNING",
 ) -> None:
     """Validate a config file and print it as gpucost understood it (secrets masked).
 
-    Validation reads only the config: whether a source's files exist is known when it runs, or
-    with --probe, which asks every enabled source that can say what would fail it now.
+    Also prints the next three runs (UTC) of every schedule, read as crontab reads it (a day
+    of month and a day of week both restricted: either matches). Validation reads only the
+    config: whether a source's files exist is known when it runs, or with --probe, which asks
+    every enabled source that can say what would fail it now.
     """
-    from gpucost.scheduler import validate_schedules
+    from gpucost.scheduler import schedule_previews
 
     settings = _load(config, log_format, log_level)
     with _exit_on_errors():
-        validate_schedules(settings)
+        previews = schedule_previews(settings, datetime.now(UTC))
+    problems: list[tuple[str, str]] = []
+    if probe:
+        with _exit_on_errors():
+            problems = probe_sources(Runtime.from_config(settings))
+    for name, problem in problems:
+        _complain("probe failed", f"source {name}: {problem}")
+    status = EXIT_CONFIG if problems else EXIT_OK
+    if output is OutputOption.json:
+        _print_json(
+            {
+                "command": "config check",
+                "config": json.loads(settings.model_dump_json()),
+                "valid": True,
+                "schedules": [
+                    {"job": p.job, "schedule": p.expression, "next_runs": p.next_runs}
+                    for p in previews
+                ],
+                "probe": None
+                if not probe
+                else [{"source": name, "problem": problem} for name, problem in problems],
+                "exit_status": status,
+            }
+        )
+        raise typer.Exit(status)
     console.print_json(settings.model_dump_json(indent=2))
+    console.print("[bold]Next runs (UTC)[/]")
+    for preview in previews:
+        runs = ", ".join(moment.strftime("%Y-%m-%d %H:%M:%S") for moment in preview.next_runs)
+        console.print(
+            f"  {preview.job}  {preview.expression!r}: {runs or 'never'}",
+            soft_wrap=True,
+            highlight=False,
+        )
     console.print(
         f"[green]ok[/]: {config} is valid ({len(settings.sources)} sources, "
         f"{len(settings.projects)} project rules)",
@@ -537,10 +775,6 @@ def config_check_command(
     )
     if not probe:
         return
-    with _exit_on_errors():
-        problems = probe_sources(Runtime.from_config(settings))
-    for name, problem in problems:
-        _complain("probe failed", f"source {name}: {problem}")
     if problems:
         raise typer.Exit(EXIT_CONFIG)
     enabled = sum(1 for source in settings.sources if source.enabled)
@@ -574,20 +808,45 @@ def _print_sources(manifest: RunManifest) -> None:
     console.print(table)
 
 
-def _print_summary(summary: pl.DataFrame, window: Window) -> None:
-    table = Table(title=escape(f"Cost per project, {window} (first matching [[projects]] rule)"))
-    for column in ("project", "cost center", "currency", "billed", "effective", "charges"):
+def _print_month_overview(overview: pl.DataFrame, day: date) -> None:
+    """The night's table: allocated cost of ``day`` and of its month to date, per project."""
+    title = (
+        f"Allocated cost per project, month to date {day.replace(day=1)}..{day} "
+        "([allocation] policy; docs/allocation.md)"
+    )
+    table = Table(title=escape(title))
+    columns = (
+        "project",
+        "cur",
+        str(day),
+        "month to date",
+        "billed",
+        "GPU used",
+        "GPU idle",
+        "GPU-h used",
+        "GPU-h idle",
+        "FTE",
+        "cost/FTE",
+    )
+    for column in columns:
         table.add_column(
-            column, justify="right" if column in {"billed", "effective", "charges"} else "left"
+            column,
+            justify="left" if column in {"project", "cur"} else "right",
+            no_wrap=True,
         )
-    for row in summary.iter_rows(named=True):
+    for row in overview.iter_rows(named=True):
         table.add_row(
             row["project"],
-            row["cost_center"] or "-",
-            row["currency"],
-            _money(row["billed_cost"]),
-            _money(row["effective_cost"]),
-            str(row["charges"]),
+            row["currency"] or "-",
+            _money(row["day_amount"] or Decimal(0)),
+            _money(row["amount"]),
+            _money(row["billed_amount"]),
+            _money(row["gpu_used"]),
+            _money(row["gpu_idle"]),
+            _number(row["gpu_hours_used"]),
+            _number(row["gpu_hours_idle"]),
+            _number(row["fte"], 1),
+            _number(row["cost_per_fte"]),
         )
     console.print(table)
 
@@ -635,9 +894,7 @@ def _print_findings(findings: pl.DataFrame) -> None:
     table = Table(title="Findings (estimated monthly waste; docs/reports.md)")
     for column in ("kind", "host", "project", "waste / month"):
         table.add_column(
-            column,
-            justify="right" if column == "waste / month" else "left",
-            no_wrap=column != "project",
+            column, justify="right" if column == "waste / month" else "left", no_wrap=True
         )
     ranked = findings.sort("est_monthly_waste", descending=True, nulls_last=True)
     for row in ranked.iter_rows(named=True):

@@ -98,14 +98,29 @@ class EndpointServer:
                     self._reply(200 if healthy else 503, body.encode(), "application/json")
                 elif path == "/metrics":
                     if not endpoint._authorised(self.headers.get("Authorization")):
-                        self._reply(401, b"unauthorised\n", "text/plain; charset=utf-8")
+                        # RFC 9110 section 15.5.2: a 401 carries WWW-Authenticate naming the
+                        # scheme; RFC 6750 section 3 spells the Bearer one.
+                        self._reply(
+                            401,
+                            b"unauthorised: send Authorization: Bearer <[serve] metrics_token>\n",
+                            "text/plain; charset=utf-8",
+                            {"WWW-Authenticate": 'Bearer realm="gpucost metrics"'},
+                        )
                         return
                     self._reply(200, generate_latest(endpoint.registry), CONTENT_TYPE_LATEST)
                 else:
                     self._reply(404, b"not found: try /metrics or /healthz\n", "text/plain")
 
-            def _reply(self, status: int, body: bytes, content_type: str) -> None:
+            def _reply(
+                self,
+                status: int,
+                body: bytes,
+                content_type: str,
+                headers: dict[str, str] | None = None,
+            ) -> None:
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

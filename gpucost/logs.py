@@ -1,6 +1,11 @@
 """Logging set-up: stdlib logging, configured once at the entry point.
 
-Human lines by default; ``--log-format json`` gives one JSON object per line for log shippers.
+Human lines by default; ``--log-format json`` gives one JSON object per line for log shippers:
+``time``, ``level``, ``logger``, ``message`` and, where the line is about one, the structured
+fields of :data:`LOG_FIELDS` (``run_id``, ``source``, ``table``, ``rows``, ...), so a log query
+never has to parse the message. Fields come from ``extra=`` on the call and from
+:func:`log_context`, which every line inside its block carries (a run's id, the source being
+collected). Logs always go to stderr; results go to stdout.
 """
 
 from __future__ import annotations
@@ -8,22 +13,68 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import UTC, datetime
-from typing import Literal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, date, datetime
+from typing import Any, Final, Literal
 
 LogFormat = Literal["text", "json"]
 
+LOG_FIELDS: Final = (
+    "run_id",
+    "command",
+    "source",
+    "table",
+    "rows",
+    "rejected_rows",
+    "stage",
+    "status",
+    "day",
+    "month",
+    "window",
+    "duration_s",
+)
+"""Structured fields a JSON log line carries when the line is about one of them."""
+
+_CONTEXT: ContextVar[dict[str, Any]] = ContextVar("gpucost_log_context", default={})  # noqa: B039
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Every log line inside the block carries ``fields`` (nested blocks add to them)."""
+    token = _CONTEXT.set({**_CONTEXT.get(), **fields})
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time, level, logger, message (and exception text)."""
+    """One JSON object per record: time, level, logger, message, structured fields, exception."""
 
     def format(self, record: logging.LogRecord) -> str:
-        document = {
+        document: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
+        fields = {
+            **_CONTEXT.get(),
+            **{n: getattr(record, n) for n in LOG_FIELDS if hasattr(record, n)},
+        }
+        for name in LOG_FIELDS:
+            if name in fields:
+                document[name] = _plain(fields[name])
         if record.exc_info:
             document["exception"] = self.formatException(record.exc_info)
         return json.dumps(document, ensure_ascii=False)

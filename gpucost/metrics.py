@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from importlib.metadata import PackageNotFoundError, version
@@ -46,7 +46,7 @@ from gpucost.core.errors import GpucostError
 from gpucost.core.lake import Lake
 from gpucost.core.manifest import RunManifest, SourceRun, read_manifest, run_ids
 from gpucost.core.window import Window
-from gpucost.pipeline import Runtime, summarise_costs
+from gpucost.pipeline import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -110,10 +110,19 @@ def _timestamp(value: str | None) -> float | None:
 class ServeMetrics(Collector):
     """The collector behind ``/metrics``; jobs call the ``record_*`` methods (thread-safe)."""
 
-    def __init__(self, jobs: Callable[[], list[tuple[str, datetime | None]]] | None = None) -> None:
+    def __init__(
+        self,
+        jobs: Callable[[], list[tuple[str, datetime | None]]] | None = None,
+        *,
+        configured_sources: Iterable[str] | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._recorded: set[str] = set()
         self.sources: dict[str, SourceState] = {}
+        self.configured_sources: frozenset[str] | None = (
+            None if configured_sources is None else frozenset(configured_sources)
+        )
+        """Sources the config enables: only theirs are exposed (None: every source seen)."""
         self.nightly = NightlyState()
         self.business: BusinessFigures | None = None
         self.jobs = jobs
@@ -210,6 +219,16 @@ class ServeMetrics(Collector):
             seeded += 1
         return seeded
 
+    def set_configured_sources(self, names: Iterable[str]) -> None:
+        """Expose only these sources from now on (the config was reloaded).
+
+        A source renamed or removed from the config keeps its history in the lake's manifests,
+        but a gauge for it would keep an alert such as ``GpucostSourceFailing`` firing for a
+        source nobody runs any more.
+        """
+        with self._lock:
+            self.configured_sources = frozenset(names)
+
     def set_business(self, figures: BusinessFigures) -> None:
         """Replace the business gauges."""
         with self._lock:
@@ -271,6 +290,8 @@ class ServeMetrics(Collector):
             labels=labels,
         )
         for name, state in sorted(self.sources.items()):
+            if self.configured_sources is not None and name not in self.configured_sources:
+                continue
             if state.last_success is not None:
                 last_success.add_metric([name], state.last_success)
             if state.last_run is not None:
@@ -319,12 +340,13 @@ class ServeMetrics(Collector):
         cost_labels = ["project", "cost_center", "currency", "period"]
         billed = GaugeMetricFamily(
             "gpucost_project_billed_cost",
-            "Billed cost per project (first matching [[projects]] rule) in the period.",
+            "Allocated BilledCost (invoiced) per project in the period (allocation table).",
             labels=cost_labels,
         )
         effective = GaugeMetricFamily(
             "gpucost_project_effective_cost",
-            "Effective (amortized) cost per project in the period.",
+            "Allocated EffectiveCost (amortised) per project in the period: the figure every "
+            "gpucost surface shows (allocation table).",
             labels=cost_labels,
         )
         gpu_hours = GaugeMetricFamily(
@@ -396,7 +418,11 @@ def _version() -> str:
 
 
 def business_windows(today: date) -> dict[str, Window]:
-    """``yesterday`` and ``month_to_date`` (the month of yesterday, up to today) for ``today``."""
+    """``yesterday`` and ``month_to_date`` (the month of yesterday, up to today) for ``today``.
+
+    The same periods as the digest's and the HTML report's "day" and "month to date", and the
+    summary CSV's ``cost_day`` and ``cost_month_to_date``.
+    """
     yesterday = today - timedelta(days=1)
     return {
         "yesterday": Window(yesterday, today),
@@ -405,24 +431,38 @@ def business_windows(today: date) -> dict[str, Window]:
 
 
 def business_figures(runtime: Runtime, today: date) -> BusinessFigures:
-    """Cost per project, GPU hours and waste from the lake (empty tables give no series)."""
+    """Cost per project, GPU hours and waste from the lake (empty tables give no series).
+
+    Every cost is the ``allocation`` table's: ``effective`` is the allocated EffectiveCost (the
+    figure the CLI, summary, report, digest and exports show), ``billed`` the allocated
+    BilledCost beside it.
+    """
     windows = business_windows(today)
     costs: list[tuple[str, str, str, str, float, float]] = []
     gpu_hours: list[tuple[str, str, str, float]] = []
     for period, window in windows.items():
-        summary = summarise_costs(runtime, window)
-        for row in summary.iter_rows(named=True):
+        allocation = runtime.lake.scan(ALLOCATION, window).filter(pl.col("category") != "headcount")
+        per_project = (
+            allocation.group_by("project", "currency")
+            .agg(
+                pl.col("cost_center").drop_nulls().min(),
+                pl.col("amount").sum(),
+                pl.col("billed_amount").sum(),
+            )
+            .sort("project", "currency")
+            .collect()
+        )
+        for row in per_project.iter_rows(named=True):
             costs.append(
                 (
                     period,
                     row["project"],
                     row["cost_center"] or "",
                     row["currency"],
-                    float(row["billed_cost"] or 0),
-                    float(row["effective_cost"] or 0),
+                    float(row["billed_amount"] or 0),
+                    float(row["amount"] or 0),
                 )
             )
-        allocation = runtime.lake.scan(ALLOCATION, window)
         hours = (
             allocation.group_by("project")
             .agg(

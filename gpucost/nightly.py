@@ -1,10 +1,10 @@
 """The nightly pipeline: collect every enabled source, then run the stages after collection.
 
 A stage is a plain function of a :class:`StageContext` that returns the locations it wrote;
-:data:`NIGHTLY_STAGES` lists them in order: ``summarise`` (billing per project by the first
-matching rule), ``allocate`` (the allocator: every cost and FTE attributed, GPU cost split by
-use), ``report`` (findings and the HTML report), ``export`` (finance exports) and ``digest``
-(Slack), each naming the stages whose results it ``needs``::
+:data:`NIGHTLY_STAGES` lists them in order: ``allocate`` (the allocator: every cost and FTE
+attributed, GPU cost split by use), ``summarise`` (cost per project, day and month to date, from
+the allocation), ``report`` (findings and the HTML report), ``export`` (finance exports) and
+``digest`` (Slack), each naming the stages whose results it ``needs``::
 
     NightlyStage("export", export_stage, label="export", needs=("allocate",)),
 
@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from decimal import Decimal
 from typing import Any
 
 import polars as pl
@@ -49,7 +50,8 @@ from gpucost.core.manifest import (
     write_manifest,
 )
 from gpucost.core.window import Window
-from gpucost.pipeline import Runtime, collect, run_allocation, summarise_costs, write_summary
+from gpucost.logs import log_context
+from gpucost.pipeline import Runtime, collect, run_allocation
 from gpucost.reports.digest import build_digest, payloads_json
 from gpucost.reports.exports import build_exports, month_bounds, write_exports
 from gpucost.reports.findings import FleetData, find_all
@@ -87,10 +89,50 @@ class NightlyStage:
 
 
 def summarise_stage(context: StageContext) -> list[str]:
-    """Cost per project for the window, written as CSV under ``out_dir``."""
-    summary = summarise_costs(context.runtime, context.window)
-    context.frames["cost_by_project"] = summary
-    return [write_summary(context.runtime, context.window, summary)]
+    """Cost per project, the night's last day and its month to date, as CSV under ``out_dir``.
+
+    The figures are the allocation's (:func:`month_overview`), the same every other surface
+    shows; the file is ``summary/cost_by_project_{first of month}_{night's end}.csv``.
+    """
+    runtime, day = context.runtime, _last_day(context)
+    overview = context.frames.get("allocation_overview")
+    if overview is None:
+        overview = month_overview(runtime, day)
+    first = day.replace(day=1)
+    relative = f"summary/cost_by_project_{first}_{day + timedelta(days=1)}.csv"
+    runtime.out.storage.put_atomic(relative, summary_csv(overview, day).encode())
+    return [runtime.out.storage.url(relative)]
+
+
+def summary_csv(overview: pl.DataFrame, day: date) -> str:
+    """The cost-by-project CSV: money as exact decimal text, one row per project and currency.
+
+    Columns: ``project``, ``cost_center``, ``currency``, ``day`` (the night's last day),
+    ``cost_day`` and ``cost_month_to_date`` (allocated EffectiveCost), ``billed_month_to_date``
+    (allocated BilledCost), ``gpu_used_month_to_date`` and ``gpu_idle_month_to_date`` (money),
+    ``gpu_hours_used``, ``gpu_hours_idle`` and ``fte`` (month to date).
+    """
+    return summary_table(overview, day).write_csv(
+        float_precision=6, float_scientific=False, line_terminator="\n"
+    )
+
+
+def summary_table(overview: pl.DataFrame, day: date) -> pl.DataFrame:
+    """:func:`project_overview` as :func:`summary_csv` (and ``nightly --output json``) name it."""
+    return overview.select(
+        "project",
+        "cost_center",
+        "currency",
+        pl.lit(day).alias("day"),
+        pl.col("day_amount").fill_null(Decimal(0)).alias("cost_day"),
+        pl.col("amount").alias("cost_month_to_date"),
+        pl.col("billed_amount").alias("billed_month_to_date"),
+        pl.col("gpu_used").alias("gpu_used_month_to_date"),
+        pl.col("gpu_idle").alias("gpu_idle_month_to_date"),
+        pl.col("gpu_hours_used").round(6),
+        pl.col("gpu_hours_idle").round(6),
+        pl.col("fte").round(6),
+    )
 
 
 @dataclass(frozen=True)
@@ -125,7 +167,7 @@ def allocate_stage(context: StageContext) -> list[str]:
     runtime, window = context.runtime, context.window
     allocated = allocate_window(runtime, window)
     context.frames["allocation"] = allocated.allocation
-    context.frames["allocation_overview"] = allocated.overview
+    context.frames["allocation_overview"] = month_overview(runtime, _last_day(context))
     relative = f"summary/reconciliation_{window.start}_{window.end}.csv"
     runtime.out.storage.put_atomic(relative, allocated.reconciliation.write_csv().encode())
     return [
@@ -134,24 +176,44 @@ def allocate_stage(context: StageContext) -> list[str]:
     ]
 
 
-def project_overview(allocation: pl.DataFrame) -> pl.DataFrame:
+def project_overview(allocation: pl.DataFrame, day: date | None = None) -> pl.DataFrame:
     """Per project and currency: allocated cost, its GPU-used and GPU-idle parts, GPU-hours, FTE.
 
-    Money stays Decimal; ``cost_per_fte`` is a float ratio for reading, not money to book.
+    With ``day``, ``day_amount`` is the allocated cost of that day alone. ``cost_center`` is the
+    project's (the allocation carries it per row). Money stays Decimal; ``cost_per_fte`` is a
+    float ratio for reading, not money to book.
     """
-    by_category = (
-        allocation.filter(pl.col("category").is_in(["gpu_used", "gpu_idle"]))
-        .group_by("project", "currency")
-        .agg(
-            pl.col("amount").filter(pl.col("category") == "gpu_used").sum().alias("gpu_used"),
-            pl.col("amount").filter(pl.col("category") == "gpu_idle").sum().alias("gpu_idle"),
-        )
+    money = allocation.filter(pl.col("category") != "headcount")
+    is_day = pl.col("day") == day if day is not None else pl.lit(False)
+    by_category = money.group_by("project", "currency").agg(
+        pl.col("amount").filter(pl.col("category") == "gpu_used").sum().alias("gpu_used"),
+        pl.col("amount").filter(pl.col("category") == "gpu_idle").sum().alias("gpu_idle"),
+        pl.col("amount").filter(is_day).sum().alias("day_amount"),
+    )
+    centers = allocation.group_by("project").agg(
+        pl.col("cost_center").drop_nulls().min().alias("cost_center")
     )
     return (
         summarise(allocation)
         .join(by_category, on=["project", "currency"], how="left")
+        .join(centers, on="project", how="left")
         .sort("currency", "amount", "project", descending=[False, True, False], nulls_last=True)
     )
+
+
+def month_to_date(runtime: Runtime, day: date) -> pl.DataFrame:
+    """The allocation from the first of ``day``'s month through ``day``, as the lake has it.
+
+    Every month-to-date figure (CLI, summary, HTML report, digest, exports, ``/metrics``) is read
+    this way, whatever window the night collected: a night with ``lookback_days = 3`` still
+    shows the whole month.
+    """
+    return _allocation(runtime, day.replace(day=1), day + timedelta(days=1))
+
+
+def month_overview(runtime: Runtime, day: date) -> pl.DataFrame:
+    """:func:`project_overview` of :func:`month_to_date`, with ``day``'s own cost beside it."""
+    return project_overview(month_to_date(runtime, day), day)
 
 
 def _last_day(context: StageContext) -> date:
@@ -161,6 +223,10 @@ def _last_day(context: StageContext) -> date:
 def _allocation(runtime: Runtime, first: date, end: date) -> pl.DataFrame:
     """Allocation rows from ``first`` to ``end`` (exports and digests span months)."""
     return runtime.lake.scan(ALLOCATION, Window(first, end)).collect()
+
+
+REPORT_DAYS_SHOWN = 31
+"""Days of cost the HTML report charts (and reads from the lake, with the month to date)."""
 
 
 def report_stage(context: StageContext) -> list[str]:
@@ -178,9 +244,12 @@ def report_stage(context: StageContext) -> list[str]:
     findings = find_all(data, settings.thresholds)
     context.frames["findings"] = findings
     lake.write_window(FINDINGS, "reports", Window(day, window.end), findings)
+    # The report's month to date and its 31-day chart read the lake, not the night's window.
+    shown_from = min(day.replace(day=1), day - timedelta(days=REPORT_DAYS_SHOWN - 1))
     html = render_html_report(
         day=day,
-        allocation=_allocation(context.runtime, window.start, window.end),
+        allocation=_allocation(context.runtime, shown_from, window.end),
+        days_shown=REPORT_DAYS_SHOWN,
         gpu_usage=lake.scan(GPU_USAGE, window),
         findings=findings,
         manifest=context.manifest.to_dict(),
@@ -203,10 +272,13 @@ def export_month(runtime: Runtime, month: date, end: date | None = None) -> Expo
     """The finance exports (CSV, Parquet, manifest with SHA-256) of the month of ``month``.
 
     ``end`` (exclusive) stops a month still running at the night's last day; by default the
-    whole month is read.
+    whole month is read. A month without allocation rows writes nothing (``allocation_rows``
+    is 0): empty files would read as a month that cost nothing.
     """
     first, following = month_bounds(month)
     allocation = _allocation(runtime, first, end or following)
+    if allocation.height == 0:
+        return Exported([], 0)
     out = runtime.out.storage
     written = write_exports(build_exports(allocation, month), out.put_atomic)
     return Exported([out.url(path) for path in written], allocation.height)
@@ -302,8 +374,8 @@ def digest_stage(context: StageContext) -> list[str]:
 
 
 NIGHTLY_STAGES: tuple[NightlyStage, ...] = (
-    NightlyStage("summarise", summarise_stage, label="summary"),
     NightlyStage("allocate", allocate_stage, label="allocation"),
+    NightlyStage("summarise", summarise_stage, label="summary", needs=("allocate",)),
     NightlyStage("report", report_stage, label="report"),
     NightlyStage("export", export_stage, label="export", needs=("allocate",)),
     NightlyStage("digest", digest_stage, label="digest", needs=("allocate", "report")),
@@ -322,11 +394,6 @@ class NightlyResult:
     """Stages that failed because the configuration is wrong (the CLI exits 2 for these)."""
     stages: Sequence[NightlyStage] = ()
     """The stages the night ran, in order."""
-
-    @property
-    def summary(self) -> pl.DataFrame | None:
-        """Cost per project, when the summarise stage ran."""
-        return self.frames.get("cost_by_project")
 
     def outputs(self, stage: str) -> list[str]:
         """What ``stage`` wrote."""
@@ -361,6 +428,17 @@ def run_nightly(
         return result
     manifest.status, manifest.finished_at = "running", None
     write_manifest(runtime.lake, manifest)
+    with log_context(run_id=manifest.run_id, command=command):
+        _run_stages(context, result, stages)
+    manifest.finish(runtime.clock())
+    write_manifest(runtime.lake, manifest)
+    return result
+
+
+def _run_stages(
+    context: StageContext, result: NightlyResult, stages: Sequence[NightlyStage]
+) -> None:
+    manifest = context.manifest
     succeeded: set[str] = set()
     for stage in stages:
         record = StageRun(stage.name)
@@ -368,7 +446,12 @@ def run_nightly(
         if missing:
             record.status = "skipped"
             record.error = f"needs {', '.join(missing)}, which did not succeed"
-            logger.warning("stage %s skipped: %s", stage.name, record.error)
+            logger.warning(
+                "stage %s skipped: %s",
+                stage.name,
+                record.error,
+                extra={"stage": stage.name, "status": "skipped"},
+            )
             manifest.stages.append(record)
             continue
         started = time.perf_counter()
@@ -378,12 +461,16 @@ def run_nightly(
         except ConfigError as error:
             record.status, record.error = "failed", str(error)
             result.config_errors.append(f"stage {stage.name}: {error}")
-            logger.error("stage %s failed: %s", stage.name, error)
+            logger.error(
+                "stage %s failed: %s",
+                stage.name,
+                error,
+                extra={"stage": stage.name, "status": "failed"},
+            )
         except Exception as error:  # one stage's bug must not hide the others' results
             record.status, record.error = "failed", f"{type(error).__name__}: {error}"
-            logger.exception("stage %s failed", stage.name)
+            logger.exception(
+                "stage %s failed", stage.name, extra={"stage": stage.name, "status": "failed"}
+            )
         record.duration_s = round(time.perf_counter() - started, 3)
         manifest.stages.append(record)
-    manifest.finish(runtime.clock())
-    write_manifest(runtime.lake, manifest)
-    return result

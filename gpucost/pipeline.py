@@ -1,4 +1,4 @@
-"""Pipeline wiring: run collectors into the lake and summarise, recording a run manifest.
+"""Pipeline wiring: run collectors into the lake and allocate, recording a run manifest.
 
 Each source runs on its own: one that fails is recorded (error, duration) and the others go on.
 """
@@ -20,7 +20,7 @@ from gpucost.allocator.allocate import SOURCE as ALLOCATOR_SOURCE
 from gpucost.allocator.allocate import AllocationResult, allocate, gpu_resources
 from gpucost.allocator.days import separable_runs
 from gpucost.allocator.policy import AllocationPolicy
-from gpucost.allocator.projects import ProjectRule, cost_by_project
+from gpucost.allocator.projects import ProjectRule
 from gpucost.collector.base import CollectorContext, SourceSettings, get_spec, probe
 from gpucost.config import GpucostConfig
 from gpucost.core.contracts import (
@@ -36,6 +36,7 @@ from gpucost.core.lake import Lake, day_of, part_as_dict
 from gpucost.core.manifest import RunManifest, SourceRun, new_run_id, write_manifest
 from gpucost.core.storage import open_storage
 from gpucost.core.window import Window
+from gpucost.logs import log_context
 
 if TYPE_CHECKING:  # the agent's module imports NVML helpers only a GPU host needs
     from gpucost.collector.nvml import AgentStats, NvmlSettings
@@ -114,11 +115,13 @@ def collect(
         started_at=runtime.clock().isoformat(),
     )
     write_manifest(runtime.lake, manifest)
-    for settings in selected:
-        if not settings.enabled and not source_names:
-            manifest.sources.append(SourceRun(settings.name, settings.kind, status="disabled"))
-            continue
-        manifest.sources.append(collect_source(runtime, settings, window, manifest.run_id))
+    with log_context(run_id=manifest.run_id, command=command):
+        for settings in selected:
+            if not settings.enabled and not source_names:
+                manifest.sources.append(SourceRun(settings.name, settings.kind, status="disabled"))
+                continue
+            with log_context(source=settings.name):
+                manifest.sources.append(collect_source(runtime, settings, window, manifest.run_id))
     manifest.finish(runtime.clock())
     write_manifest(runtime.lake, manifest)
     return manifest
@@ -163,15 +166,28 @@ def collect_source(
                 collected.rejects.height,
                 record.quarantine,
                 _first_reject(collected.rejects),
+                extra={"rejected_rows": collected.rejects.height},
             )
         if sum(record.rows.values()) == 0:
             record.status = "empty"
-            logger.warning("source %s returned no rows for %s", settings.name, window)
-        else:
-            logger.info("source %s: %s rows landed for %s", settings.name, record.rows, window)
+            logger.warning(
+                "source %s returned no rows for %s",
+                settings.name,
+                window,
+                extra={"status": "empty", "rows": 0, "window": str(window)},
+            )
+        for table, rows in record.rows.items():
+            logger.info(
+                "source %s: %d %s rows landed for %s",
+                settings.name,
+                rows,
+                table,
+                window,
+                extra={"table": table, "rows": rows, "window": str(window)},
+            )
     except GpucostError as error:
         record.status, record.error = "failed", str(error)
-        logger.error("source %s failed: %s", settings.name, error)
+        logger.error("source %s failed: %s", settings.name, error, extra={"status": "failed"})
     except Exception as error:  # a bug or an unexpected library error must not stop others
         record.status, record.error = "failed", f"{type(error).__name__}: {error}"
         logger.exception("source %s failed unexpectedly", settings.name)
@@ -298,15 +314,3 @@ def run_allocation(runtime: Runtime, window: Window) -> AllocationResult:
         allocations.append(result.allocation)
         reconciliations.append(result.reconciliation)
     return AllocationResult(pl.concat(allocations), pl.concat(reconciliations))
-
-
-def summarise_costs(runtime: Runtime, window: Window) -> pl.DataFrame:
-    """Cost per project for the window, from the lake's billing table."""
-    return cost_by_project(runtime.lake.scan(BILLING, window), project_rules(runtime.config))
-
-
-def write_summary(runtime: Runtime, window: Window, summary: pl.DataFrame) -> str:
-    """Write the cost-per-project summary as CSV under ``out_dir``; returns its location."""
-    relative = f"summary/cost_by_project_{window.start}_{window.end}.csv"
-    runtime.out.storage.put_atomic(relative, summary.write_csv().encode())
-    return runtime.out.storage.url(relative)

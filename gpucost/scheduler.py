@@ -10,7 +10,12 @@ Jobs
 Schedules
     Cron expressions in UTC. Five fields are standard crontab (``0 3 * * *``; day of week 0 or 7
     is Sunday, translated for APScheduler 3, whose 0 is Monday); six fields put seconds first
-    (``*/5 * * * * *``), for tests and demonstrations.
+    (``*/5 * * * * *``), for tests and demonstrations. When both the day of month and the day
+    of week are restricted (neither starts with ``*``), a day matches if *either* does, as in
+    Vixie cron (crontab(5): "If both fields are restricted ... the command will be run when
+    either field matches the current time"): ``0 0 1 * 1`` is the 1st and every Monday.
+    APScheduler 3's ``CronTrigger`` requires both, so such a schedule becomes an ``OrTrigger``
+    of two cron triggers. ``gpucost config check`` prints the next three runs of every job.
 
 Persistence and restarts
     Jobs live in a SQLite file (``[serve] jobstore``) and have stable ids. At start the stored
@@ -36,7 +41,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,6 +52,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore  # type: ignore[
 from apscheduler.schedulers.background import (  # type: ignore[import-untyped]
     BackgroundScheduler,
 )
+from apscheduler.triggers.combining import OrTrigger  # type: ignore[import-untyped]
 from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
 from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
 
@@ -184,7 +190,9 @@ def refresh_job(state: ServeState, config_path: str) -> None:
     A transient job: it holds the live state, so it lives in the in-memory job store.
     """
     try:
-        runtime = Runtime.from_config(load_config(config_path))
+        config = load_config(config_path)
+        state.metrics.set_configured_sources(enabled_sources(config))
+        runtime = Runtime.from_config(config)
         state.metrics.seed_from_lake(runtime.lake)
     except Exception:
         logger.exception("could not read the lake for the metrics")
@@ -192,13 +200,19 @@ def refresh_job(state: ServeState, config_path: str) -> None:
     _refresh_business(state, runtime)
 
 
+def enabled_sources(config: GpucostConfig) -> list[str]:
+    """Names of the sources the config enables: the only ones ``/metrics`` shows."""
+    return [source.name for source in config.sources if source.enabled]
+
+
 # --- schedules -----------------------------------------------------------------------------
 
 
 def parse_schedule(expression: str) -> Any:
-    """A UTC :class:`CronTrigger` for a 5-field crontab or a 6-field (seconds first) expression.
+    """A UTC trigger for a 5-field crontab or a 6-field (seconds first) expression.
 
-    Raises ValueError with a readable reason.
+    A :class:`CronTrigger`, or an :class:`OrTrigger` of two when both day fields are restricted
+    (crontab's "either matches"). Raises ValueError with a readable reason.
     """
     fields = expression.split()
     if len(fields) == 5:
@@ -211,17 +225,43 @@ def parse_schedule(expression: str) -> Any:
             "(minute hour day month weekday), or six fields with seconds first"
         )
     try:
-        return CronTrigger(
-            second=second,
-            minute=minute,
-            hour=hour,
-            day=day,
-            month=month,
-            day_of_week=crontab_day_of_week(day_of_week),
-            timezone=UTC,
-        )
+        weekdays = crontab_day_of_week(day_of_week)
+
+        def cron(day_field: str, weekday_field: str) -> Any:
+            return CronTrigger(
+                second=second,
+                minute=minute,
+                hour=hour,
+                day=day_field,
+                month=month,
+                day_of_week=weekday_field,
+                timezone=UTC,
+            )
+
+        if _restricted(day) and _restricted(day_of_week):
+            return OrTrigger([cron(day, "*"), cron("*", weekdays)])
+        return cron(day, weekdays)
     except ValueError as error:
         raise ValueError(f"{expression!r} is not a valid schedule: {error}") from None
+
+
+def _restricted(field_text: str) -> bool:
+    """Vixie cron's test: a day field is unrestricted when it starts with ``*`` (or is ``?``)."""
+    return not (field_text.startswith("*") or field_text == "?")
+
+
+def next_runs(trigger: Any, after: datetime, count: int = 3) -> list[datetime]:
+    """The next ``count`` fire times of ``trigger`` strictly after ``after`` (fewer if it ends)."""
+    fires: list[datetime] = []
+    previous: datetime | None = None
+    moment = after + timedelta(microseconds=1)
+    while len(fires) < count:
+        fire = trigger.get_next_fire_time(previous, moment)
+        if fire is None:
+            break
+        fires.append(fire)
+        previous, moment = fire, fire + timedelta(microseconds=1)
+    return fires
 
 
 def crontab_day_of_week(text: str) -> str:
@@ -323,6 +363,37 @@ def job_specs(config: GpucostConfig, config_path: str) -> list[JobSpec]:
 def validate_schedules(config: GpucostConfig) -> None:
     """Raise ConfigError for the first schedule that does not parse."""
     job_specs(config, config.path or "")
+
+
+@dataclass(frozen=True)
+class SchedulePreview:
+    """A job's schedule as written and when it would run next."""
+
+    job: str
+    expression: str
+    next_runs: list[datetime]
+
+
+def schedule_previews(
+    config: GpucostConfig, now: datetime, count: int = 3
+) -> list[SchedulePreview]:
+    """Every job's next ``count`` runs after ``now`` (ConfigError for a bad schedule).
+
+    The nightly job is listed even when ``[serve] run_nightly`` is off (cron runs it then), so
+    its schedule is checked the same way.
+    """
+    expressions = {
+        f"{SOURCE_JOB_PREFIX}{source.name}": source.schedule
+        for source in config.sources
+        if source.enabled and source.schedule
+    }
+    expressions[NIGHTLY_JOB_ID] = config.serve.nightly_schedule
+    triggers = {spec.id: spec.trigger for spec in job_specs(config, config.path or "")}
+    previews: list[SchedulePreview] = []
+    for job, expression in expressions.items():
+        trigger = triggers.get(job) or parse_schedule(expression)
+        previews.append(SchedulePreview(job, expression, next_runs(trigger, now, count)))
+    return previews
 
 
 # --- the scheduler ---------------------------------------------------------------------------
@@ -454,7 +525,9 @@ def serve(
     token = config.serve.metrics_token.resolve() if config.serve.metrics_token is not None else None
     runtime = Runtime.from_config(config)
     scheduler = BackgroundScheduler(**scheduler_options(config))
-    metrics = ServeMetrics(jobs=lambda: _next_runs(scheduler))
+    metrics = ServeMetrics(
+        jobs=lambda: _next_runs(scheduler), configured_sources=enabled_sources(config)
+    )
     seeded = metrics.seed_from_lake(runtime.lake)
     logger.info("metrics seeded from %d run manifests", seeded)
     state = ServeState(metrics)

@@ -61,14 +61,39 @@ def money_text(value: Decimal) -> str:
     return format(to_money(value), "f")
 
 
-def display_money(value: Decimal | None, currency: str | None = None) -> str:
-    """Rounded to cents with thousands separators, for people (stored values keep every digit)."""
+MINOR_UNIT_EXPONENTS: Final = {
+    **dict.fromkeys(
+        (
+            "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI",
+            "VND", "VUV", "XAF", "XOF", "XPF",
+        ),
+        0,
+    ),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+    **dict.fromkeys(("CLF", "UYW"), 4),
+}  # fmt: skip
+"""ISO 4217 minor-unit exponents that are not 2 (the standard's list one, "Minor unit" column,
+as the SIX maintenance agency publishes it); every other currency has 2 (cents)."""
+
+
+def minor_unit_exponent(currency: str | None) -> int:
+    """Decimal places of ``currency``'s minor unit: 2 for USD and EUR, 0 for JPY (ISO 4217)."""
+    return MINOR_UNIT_EXPONENTS.get((currency or "").upper(), 2)
+
+
+def display_money(
+    value: Decimal | None, currency: str | None = None, *, suffix: bool = True
+) -> str:
+    """Rounded to the currency's minor unit (cents; whole yen) with thousands separators, for
+    people (stored values keep every digit); the currency code follows unless ``suffix`` is
+    False. Without a currency, to cents."""
     if value is None:
         return "n/a"
     with localcontext() as context:
         context.prec = 60
-        text = f"{Decimal(value).quantize(Decimal('0.01'), rounding=ROUND_HALF_EVEN):,}"
-    return f"{text} {currency}" if currency else text
+        quantum = Decimal(1).scaleb(-minor_unit_exponent(currency))
+        text = f"{Decimal(value).quantize(quantum, rounding=ROUND_HALF_EVEN):,}"
+    return f"{text} {currency}" if currency and suffix else text
 
 
 def iso_utc(moment: datetime | date | None) -> str | None:

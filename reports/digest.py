@@ -294,8 +294,9 @@ def _cost_line(cost: ProjectCost) -> str:
     )
     return (
         f"• *{escape(cost.project)}*{center}: yesterday "
-        f"{display_money(cost.yesterday)} ({_delta(cost.yesterday, cost.day_before)}) · "
-        f"MTD {display_money(cost.month_to_date)} "
+        f"{display_money(cost.yesterday, cost.currency, suffix=False)} "
+        f"({_delta(cost.yesterday, cost.day_before)}) · "
+        f"MTD {display_money(cost.month_to_date, cost.currency, suffix=False)} "
         f"({_delta(cost.month_to_date, cost.previous_month_to_date)}){fte}{idle}"
     )
 

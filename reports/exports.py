@@ -11,6 +11,18 @@ The columns use FOCUS names where FOCUS has the concept (``ChargePeriodStart``,
 for split cost allocation), and the ``x_`` prefix FOCUS reserves for custom columns (FOCUS
 1.x, "Column Naming and Ordering") for the rest. Order and types: :data:`CHARGEBACK_COLUMNS`.
 
+Money comes twice. ``EffectiveCost`` and ``BilledCost`` are exact decimal text with 18 places
+(what the allocation holds: a split of a charge can need them). ``x_EffectiveCostMinor`` and
+``x_BilledCostMinor`` are integers in the currency's minor unit (ISO 4217 exponent, in
+``x_MinorUnitExponent``: 2 for USD and EUR, 0 for JPY), which spreadsheets, ``pandas.read_csv``
+and DuckDB read exactly (they read decimal text as float64). The rounding is split by largest
+remainder (:func:`largest_remainder`): per project, month and currency, the rows' minor amounts
+add up to the exact total rounded half-even, in the daily file and in the monthly file alike.
+
+The monthly file leaves out rows with neither money nor hours (no cost, no GPU-hours, no
+FTE-days): a month of zero-cost splits (a resource's idle hours priced at 0, a credit that
+cancelled out) adds rows no one books. The daily file keeps every row, for tracing.
+
 Re-running an export on the same allocation gives the same bytes: rows are sorted on every key
 column, money is written as exact decimal text with 18 places, GPU-hours and FTE-days are summed
 as decimals (so the order rows arrive in cannot change a float's last bit) and printed with 6
@@ -25,13 +37,19 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Any, Final, Literal
 
 import polars as pl
 
 from gpucost.core.contracts import ALLOCATION, MONEY
-from gpucost.reports._common import Frame, eager, money_text
+from gpucost.reports._common import (
+    MINOR_UNIT_EXPONENTS,
+    Frame,
+    eager,
+    minor_unit_exponent,
+    money_text,
+)
 
 PutAtomic = Callable[[str, bytes], None]
 """``put_atomic(relative_path, data)``: replace one object whole or not at all."""
@@ -69,6 +87,22 @@ CHARGEBACK_COLUMNS: Final[tuple[ExportColumn, ...]] = (
     ),
     ExportColumn("EffectiveCost", MONEY, "Allocated amortised cost (FOCUS EffectiveCost)."),
     ExportColumn("BilledCost", MONEY, "Allocated invoiced cost (FOCUS BilledCost)."),
+    ExportColumn(
+        "x_EffectiveCostMinor",
+        pl.Int64(),
+        "EffectiveCost in minor units (cents, yen), by largest remainder: a project's rows of "
+        "a month and currency add up to its total rounded half-even.",
+    ),
+    ExportColumn(
+        "x_BilledCostMinor",
+        pl.Int64(),
+        "BilledCost in minor units, split the same way (empty where BilledCost is).",
+    ),
+    ExportColumn(
+        "x_MinorUnitExponent",
+        pl.Int64(),
+        "ISO 4217 minor-unit exponent of BillingCurrency: amount = minor / 10^exponent.",
+    ),
     ExportColumn("x_GpuHoursUsed", pl.Float64(), "GPU-hours the project used."),
     ExportColumn("x_GpuHoursIdle", pl.Float64(), "Idle GPU-hours charged to the project."),
     ExportColumn("x_FteDays", pl.Float64(), "Full-time-equivalent person-days (sum of fte)."),
@@ -178,8 +212,76 @@ def chargeback(allocation: Frame, granularity: Granularity) -> pl.DataFrame:
         _sum_or_null("BilledCost"),
         *[_float_sum(name) for name in ("x_GpuHoursUsed", "x_GpuHoursIdle", "x_FteDays")],
     )
-    ordered = summed.select([column.name for column in CHARGEBACK_COLUMNS])
-    return _canonical(ordered, CHARGEBACK_COLUMNS)
+    if granularity == "monthly":
+        summed = summed.filter(_carries_something())
+    with_minor = summed.with_columns(
+        pl.lit(None, pl.Int64).alias("x_EffectiveCostMinor"),
+        pl.lit(None, pl.Int64).alias("x_BilledCostMinor"),
+        pl.col("BillingCurrency")
+        .str.to_uppercase()
+        .replace_strict(MINOR_UNIT_EXPONENTS, default=2, return_dtype=pl.Int64)
+        .alias("x_MinorUnitExponent"),
+    )
+    ordered = _canonical(
+        with_minor.select([column.name for column in CHARGEBACK_COLUMNS]), CHARGEBACK_COLUMNS
+    )
+    return ordered.with_columns(
+        pl.Series("x_EffectiveCostMinor", _minor_column(ordered, "EffectiveCost"), pl.Int64),
+        pl.Series("x_BilledCostMinor", _minor_column(ordered, "BilledCost"), pl.Int64),
+    )
+
+
+def _carries_something() -> pl.Expr:
+    """A monthly row with money, GPU-hours or FTE-days (anything but all zero or empty)."""
+    money = [pl.col(name).fill_null(Decimal(0)) != 0 for name in ("EffectiveCost", "BilledCost")]
+    amounts = [
+        pl.col(name).fill_null(0.0) != 0.0
+        for name in ("x_GpuHoursUsed", "x_GpuHoursIdle", "x_FteDays")
+    ]
+    return pl.any_horizontal(*money, *amounts)
+
+
+def largest_remainder(amounts: list[Decimal], exponent: int) -> list[int]:
+    """``amounts`` in minor units (``10**-exponent``), adding up to their rounded total.
+
+    Each amount is floored to whole minor units; the units the floors lack against the exact
+    total rounded half-even go, one each, to the amounts with the largest remainders (ties to
+    the earlier amount). Every result is its amount floored or ceiled; negative amounts
+    (credits) work the same way.
+    """
+    with localcontext() as context:
+        context.prec = 80
+        scaled = [amount.scaleb(exponent) for amount in amounts]
+        floors = [int(value.to_integral_value(rounding=ROUND_FLOOR)) for value in scaled]
+        total = int(sum(scaled, Decimal(0)).to_integral_value(rounding=ROUND_HALF_EVEN))
+        missing = total - sum(floors)
+        ranked = sorted(
+            range(len(scaled)), key=lambda index: (-(scaled[index] - floors[index]), index)
+        )
+    result = list(floors)
+    for index in ranked[:missing]:
+        result[index] += 1
+    return result
+
+
+def _minor_column(table: pl.DataFrame, column: str) -> list[int | None]:
+    """``column`` in minor units, split per project, month and currency (rows in file order)."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    values = table.get_column(column).to_list()
+    keys = table.select(
+        pl.col("x_Project"),
+        pl.col("BillingCurrency"),
+        pl.col("ChargePeriodStart").dt.truncate("1mo"),
+    ).rows()
+    for index, (key, value) in enumerate(zip(keys, values, strict=True)):
+        if value is not None:
+            groups.setdefault(key, []).append(index)
+    minor: list[int | None] = [None] * table.height
+    for (_, currency, _), indexes in groups.items():
+        split = largest_remainder([values[i] for i in indexes], minor_unit_exponent(currency))
+        for index, units in zip(indexes, split, strict=True):
+            minor[index] = units
+    return minor
 
 
 def unit_cost_rows(unit_costs: pl.DataFrame) -> pl.DataFrame:
@@ -246,7 +348,7 @@ def build_exports(
         "period_start": first.isoformat(),
         "period_end_exclusive": following.isoformat(),
         "through": last_day.isoformat() if isinstance(last_day, date) else None,
-        "totals": _totals(rows),
+        "totals": _totals(rows, tables["chargeback_monthly"][0]),
         "files": listed,
     }
     return ExportBundle(folder=folder or f"exports/{label}", files=files, manifest=manifest)
@@ -322,13 +424,22 @@ def _canonical(frame: pl.DataFrame, columns: tuple[ExportColumn, ...]) -> pl.Dat
     return typed.sort([c.name for c in columns], nulls_last=False, maintain_order=True)
 
 
-def _totals(rows: pl.DataFrame) -> dict[str, dict[str, str]]:
-    """Per currency: EffectiveCost and BilledCost totals as exact decimal strings."""
-    totals: dict[str, dict[str, str]] = {}
+def _totals(rows: pl.DataFrame, monthly: pl.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per currency: EffectiveCost and BilledCost totals as exact decimal strings, and the
+    monthly file's minor-unit totals (the sum of its rounded rows)."""
+    totals: dict[str, dict[str, Any]] = {}
     grouped = rows.group_by("currency").agg(pl.col("amount").sum(), pl.col("billed_amount").sum())
+    minor = monthly.group_by("BillingCurrency").agg(
+        pl.col("x_EffectiveCostMinor").sum(), pl.col("x_BilledCostMinor").sum()
+    )
+    minor_totals = {row[0]: row[1:] for row in minor.iter_rows()}
     for currency, amount, billed in grouped.sort("currency").iter_rows():
+        effective_minor, billed_minor = minor_totals.get(currency, (0, 0))
         totals[currency] = {
             "EffectiveCost": money_text(amount or Decimal(0)),
             "BilledCost": money_text(billed or Decimal(0)),
+            "EffectiveCostMinor": effective_minor,
+            "BilledCostMinor": billed_minor,
+            "MinorUnitExponent": minor_unit_exponent(currency),
         }
     return totals

@@ -4,6 +4,10 @@
 so the same night renders the same bytes. It shows
 
 * a data-completeness banner from the run manifest;
+* cost per project for the night's last day and its month to date (the figures the digest,
+  the exports, the CLI and ``/metrics`` show: :func:`~gpucost.reports.digest.project_costs`);
+  the shell hands in the allocation from the first of the month, whatever window the night
+  collected;
 * cost per project over time (stacked daily bars);
 * GPU utilisation per host as a heatmap (hosts x hours, mean over the host's GPUs);
 * idle waste: idle GPU cost per project (allocation category ``gpu_idle``) and the monthly
@@ -27,7 +31,7 @@ from typing import Any, Final
 import polars as pl
 
 from gpucost.reports._common import Frame, display_money, eager
-from gpucost.reports.digest import KIND_TITLES, data_gaps
+from gpucost.reports.digest import KIND_TITLES, data_gaps, project_costs
 
 PALETTE: Final = (
     "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
@@ -80,9 +84,9 @@ def render_html_report(
     max_heatmap_hosts: int = 60,
 ) -> str:
     """The report of the night that ends ``day`` as one HTML document."""
-    alloc = eager(allocation).filter(
-        pl.col("day") > day - timedelta(days=days_shown), pl.col("day") <= day
-    )
+    read = eager(allocation)
+    month = read.filter(pl.col("day") >= day.replace(day=1), pl.col("day") <= day)
+    alloc = read.filter(pl.col("day") > day - timedelta(days=days_shown), pl.col("day") <= day)
     found = eager(findings)
     parts = [
         "<!DOCTYPE html>",
@@ -94,7 +98,9 @@ def render_html_report(
         f'<p class="sub">Night of {day.isoformat()} · allocated EffectiveCost (amortised) · '
         f"last {days_shown} days</p>",
         _banner(manifest),
-        _tiles(alloc, found, day),
+        _tiles(month, alloc, found, day),
+        "<h2>Cost per project</h2>",
+        _project_table(month, day),
         "<h2>Cost per project over time</h2>",
         f'<div class="card">{_cost_chart(alloc)}</div>',
         "<h2>GPU utilisation per host</h2>",
@@ -138,9 +144,28 @@ def _banner(manifest: Mapping[str, Any] | None) -> str:
     return '<div class="banner ok">Data complete: every source returned rows.</div>'
 
 
-def _tiles(alloc: pl.DataFrame, findings: pl.DataFrame, day: date) -> str:
+def _project_table(month: pl.DataFrame, day: date) -> str:
+    """Allocated cost per project: the night's last day and the month to date."""
+    costs = project_costs(month, day)
+    if not costs:
+        return "<p>No allocated cost this month.</p>"
+    rows = "".join(
+        f'<tr data-project="{_e(cost.project)}" data-currency="{_e(cost.currency)}">'
+        f"<td>{_e(cost.project)}</td><td>{_e(cost.cost_center or '')}</td>"
+        f'<td class="num" data-period="day">{_e(display_money(cost.yesterday, cost.currency))}</td>'
+        f'<td class="num" data-period="month_to_date">'
+        f"{_e(display_money(cost.month_to_date, cost.currency))}</td></tr>"
+        for cost in costs
+    )
+    return (
+        '<div class="card"><table class="projects"><tr><th>Project</th><th>Cost center</th>'
+        f"<th>{day.isoformat()}</th><th>Month to date ({day:%Y-%m-01} to {day.isoformat()})"
+        f"</th></tr>{rows}</table></div>"
+    )
+
+
+def _tiles(month: pl.DataFrame, alloc: pl.DataFrame, findings: pl.DataFrame, day: date) -> str:
     tiles: list[tuple[str, str]] = []
-    month = alloc.filter(pl.col("day") >= day.replace(day=1))
     for currency, amount in (
         month.group_by("currency").agg(pl.col("amount").sum()).sort("currency").iter_rows()
     ):

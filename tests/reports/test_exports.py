@@ -19,6 +19,7 @@ from gpucost.reports.exports import (
     UNIT_COST_COLUMNS,
     build_exports,
     chargeback,
+    largest_remainder,
     month_bounds,
     write_exports,
 )
@@ -98,9 +99,10 @@ def test_totals_equal_the_allocation(allocation: pl.DataFrame) -> None:
         monthly.group_by("x_Project").agg(pl.col("EffectiveCost").sum()).sort("x_Project").rows()
         == per_project
     )
-    assert bundle.manifest["totals"] == {
-        "USD": {"EffectiveCost": f"{amount:.18f}", "BilledCost": f"{billed:.18f}"}
-    }
+    totals = bundle.manifest["totals"]["USD"]
+    assert (totals["EffectiveCost"], totals["BilledCost"]) == (f"{amount:.18f}", f"{billed:.18f}")
+    assert totals["MinorUnitExponent"] == 2
+    assert totals["EffectiveCostMinor"] == sum(monthly["x_EffectiveCostMinor"])
 
 
 def test_columns_names_types_and_formatting(allocation: pl.DataFrame) -> None:
@@ -200,3 +202,88 @@ def test_the_shells_storage_takes_the_exports(
     assert write_exports(bundle, s3.put_atomic) == written
     for relative in written:
         assert s3.read_bytes(relative) == local.read_bytes(relative)
+
+
+def _cents(value: Decimal, exponent: int = 2) -> int:
+    return int(value.scaleb(exponent).quantize(Decimal(1), rounding="ROUND_HALF_EVEN"))
+
+
+def test_minor_units_add_up_to_each_projects_rounded_total(allocation: pl.DataFrame) -> None:
+    bundle = build_exports(allocation, MONTH)
+    exact = {
+        project: amount
+        for project, amount in allocation.group_by("project").agg(pl.col("amount").sum()).rows()
+    }
+    for name in ("chargeback_daily.csv", "chargeback_monthly.csv"):
+        # Read the way a spreadsheet tool would, inferring types: the minor units are integers.
+        frame = pl.read_csv(bundle.files[name])
+        assert frame.schema["x_EffectiveCostMinor"] == pl.Int64
+        assert set(frame["x_MinorUnitExponent"]) == {2}
+        minor = dict(frame.group_by("x_Project").agg(pl.col("x_EffectiveCostMinor").sum()).rows())
+        assert minor == {project: _cents(amount) for project, amount in exact.items()}
+        # Each row is its exact amount floored or ceiled to the cent, never further off.
+        exact_rows = pl.read_csv(bundle.files[name], infer_schema=False)
+        for text, units in zip(
+            exact_rows["EffectiveCost"], exact_rows["x_EffectiveCostMinor"], strict=True
+        ):
+            assert abs(Decimal(text).scaleb(2) - int(units)) < 1
+
+
+def test_largest_remainder_on_yen_credits_and_ties() -> None:
+    # JPY has no minor unit (ISO 4217 exponent 0): three thirds of 100 yen.
+    third = Decimal("33.333333333333333333")
+    assert largest_remainder([third, third, third + Decimal("0.000000000000000001")], 0) == [
+        33,
+        33,
+        34,
+    ]
+    # A credit: -0.005 and 0.015 add up to 0.01 -> one cent, on the larger remainder.
+    assert largest_remainder([Decimal("-0.005"), Decimal("0.015")], 2) == [0, 1]
+    # Equal remainders: the earlier row (file order) takes the unit; 1.2 cents round to 1.
+    assert largest_remainder([Decimal("0.004"), Decimal("0.004"), Decimal("0.004")], 2) == [
+        1,
+        0,
+        0,
+    ]
+    assert largest_remainder([], 2) == []
+
+
+def test_yen_exports_whole_yen(allocation: pl.DataFrame) -> None:
+    yen = allocation.with_columns(pl.lit("JPY").alias("currency"))
+    bundle = build_exports(yen, MONTH)
+    monthly = pl.read_csv(bundle.files["chargeback_monthly.csv"])
+    assert set(monthly["x_MinorUnitExponent"]) == {0}
+    total = sum(yen["amount"], Decimal(0))
+    assert bundle.manifest["totals"]["JPY"]["MinorUnitExponent"] == 0
+    per_project = yen.group_by("project").agg(pl.col("amount").sum()).rows()
+    assert monthly["x_EffectiveCostMinor"].sum() == sum(_cents(a, 0) for _, a in per_project)
+    assert abs(monthly["x_EffectiveCostMinor"].sum() - total) < len(per_project)
+
+
+def test_the_monthly_file_leaves_out_rows_with_neither_money_nor_hours(
+    allocation: pl.DataFrame,
+) -> None:
+    empty = allocation.head(3).with_columns(
+        pl.lit(Decimal(0)).cast(allocation.schema["amount"]).alias("amount"),
+        pl.lit(Decimal(0)).cast(allocation.schema["billed_amount"]).alias("billed_amount"),
+        pl.lit(0.0).alias("gpu_hours_used"),
+        pl.lit(0.0).alias("gpu_hours_idle"),
+        pl.lit(None, pl.Float64).alias("fte"),
+        pl.lit("nothing-here").alias("project"),
+        pl.lit("zero-split").alias("AllocatedMethodId"),
+    )
+    bundle = build_exports(pl.concat([allocation, empty]), MONTH)
+    monthly = pl.read_csv(bundle.files["chargeback_monthly.csv"], infer_schema=False)
+    daily = pl.read_csv(bundle.files["chargeback_daily.csv"], infer_schema=False)
+    assert "nothing-here" not in set(monthly["x_Project"])
+    assert "nothing-here" in set(daily["x_Project"]), "the daily file keeps every split"
+    kept = monthly.filter(
+        (pl.col("EffectiveCost").cast(pl.Decimal(38, 18)) == 0)
+        & (pl.col("BilledCost").cast(pl.Decimal(38, 18)).fill_null(0) == 0)
+    )
+    assert all(
+        any(
+            float(row[name] or 0) != 0 for name in ("x_GpuHoursUsed", "x_GpuHoursIdle", "x_FteDays")
+        )
+        for row in kept.iter_rows(named=True)
+    ), "a zero-cost monthly row still carries hours or FTE-days"
