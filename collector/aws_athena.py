@@ -18,7 +18,8 @@ FOCUS mapping of the result columns: ``usage_day`` -> ChargePeriodStart (End = n
 (amortized, :data:`gpucost.collector.aws_common.EFFECTIVE_COST_RULES`) -> EffectiveCost,
 ``usage_amount``/``unit`` -> ConsumedQuantity/ConsumedUnit (usage rows), ``account_id`` ->
 SubAccountId, ``resource_id`` -> ResourceId, ``usage_type`` -> x_UsageType, ``instance_type``
--> x_InstanceType, ``product_code`` -> ServiceName, ``line_item_type`` -> ChargeCategory,
+-> x_InstanceType, ``product_code`` -> ServiceName and (:mod:`.service_category`)
+ServiceCategory/ServiceSubcategory, ``line_item_type`` -> ChargeCategory,
 ``currency`` -> BillingCurrency, the tag columns -> Tags.
 """
 
@@ -48,6 +49,7 @@ from gpucost.collector.parsing import (
     rejects_from,
     tags_to_json,
 )
+from gpucost.collector.service_category import unmapped_services, with_service_category
 from gpucost.core.contracts import BILLING, UTC_TIME
 from gpucost.core.errors import CollectorError
 from gpucost.core.window import Window
@@ -208,6 +210,10 @@ class AwsAthena:
             "athena_query": sql,
             "rows_read": len(rows),
         }
+        unmapped = unmapped_services(billing)
+        if unmapped:
+            # Rows whose service the FOCUS ServiceCategory tables do not know (left null).
+            notes["service_category_unmapped"] = unmapped
         notes.update(self.clients.counter.as_notes())
         return Collected({"billing": billing}, rejects, notes)
 
@@ -435,4 +441,6 @@ def to_billing(
         pl.lit(source).alias("x_Source"),
         pl.lit(ingested_at).cast(UTC_TIME).alias("x_IngestedAt"),
     )
+    # FOCUS ServiceCategory from the product code, as for aws-cur (unmapped ones stay null).
+    billing, _ = with_service_category(billing, pl.col("ServiceName"), "aws")
     return BILLING.conform(billing, source), rejects

@@ -17,6 +17,7 @@ EffectiveCost               ``AmortizedCost.Amount`` or ``NetAmortizedCost.Amoun
 ConsumedQuantity / Unit     ``UsageQuantity.Amount`` / ``.Unit`` (``N/A`` when units mix)
 SubAccountId                group ``DIMENSION LINKED_ACCOUNT``
 ServiceName                 group ``DIMENSION SERVICE``
+ServiceCategory/Subcategory the SERVICE name's product code (:mod:`.service_category`)
 RegionId / AvailabilityZone group ``DIMENSION REGION`` / ``AZ``
 x_InstanceType              group ``DIMENSION INSTANCE_TYPE``
 x_UsageType                 group ``DIMENSION USAGE_TYPE``
@@ -52,6 +53,11 @@ from gpucost.collector.parsing import (
     parse_timestamp,
     rejects_from,
     tags_to_json,
+)
+from gpucost.collector.service_category import (
+    aws_service_key,
+    unmapped_services,
+    with_service_category,
 )
 from gpucost.core.contracts import BILLING, UTC_TIME
 from gpucost.core.errors import CollectorError
@@ -245,6 +251,20 @@ class AwsCostExplorer:
             ),
             "rows_read": len(rows),
         }
+        missing = _missing_metric(results, self.settings.effective_cost_metric)
+        if missing:
+            # Cost Explorer answered without the metric asked for EffectiveCost: those rows
+            # keep a null EffectiveCost (the allocator then uses BilledCost); say so.
+            warning = (
+                f"{missing} of {len(rows)} Cost Explorer rows came without the requested "
+                f"{self.settings.effective_cost_metric}; their EffectiveCost is empty"
+            )
+            notes["warnings"] = [warning]
+            logger.warning("source %s: %s", self.name, warning)
+        unmapped = unmapped_services(billing)
+        if unmapped:
+            # Rows whose service the FOCUS ServiceCategory tables do not know (left null).
+            notes["service_category_unmapped"] = unmapped
         notes.update(self.clients.counter.as_notes())
         return Collected({"billing": billing}, rejects, notes)
 
@@ -317,6 +337,18 @@ class AwsCostExplorer:
             # "N/A": the group mixes units (hours and GB), so the sum has none.
             "ConsumedUnit": None if unit in (None, "N/A") else unit,
         }
+
+
+def _missing_metric(results: list[dict[str, Any]], metric: str) -> int:
+    """Rows (groups, or a day's total) of the answer that lack ``metric``."""
+    missing = 0
+    for result in results:
+        groups = result.get("Groups") or []
+        entries = [g.get("Metrics", {}) for g in groups] or (
+            [result["Total"]] if result.get("Total") else []
+        )
+        missing += sum(1 for metrics in entries if "Amount" not in metrics.get(metric, {}))
+    return missing
 
 
 def _dimension_value(dimension: str, value: str) -> str | None:
@@ -392,5 +424,9 @@ def to_billing(
         pl.lit("AWS").alias("ServiceProviderName"),
         pl.lit(source).alias("x_Source"),
         pl.lit(ingested_at).cast(UTC_TIME).alias("x_IngestedAt"),
+    )
+    # FOCUS ServiceCategory from the SERVICE group's name (null without that grouping).
+    billing, _ = with_service_category(
+        billing, aws_service_key(pl.lit(None, pl.String), pl.col("ServiceName")), "aws"
     )
     return BILLING.conform(billing, source), rejects

@@ -33,6 +33,7 @@ import json
 import logging
 import re
 import zipfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -165,9 +166,7 @@ class AwsCur:
         rows = pl.concat(frames) if frames else BILLING.empty()
         replace = _covering_window(window, wanted, rows)
         notes: dict[str, Any] = {
-            "billing_periods": sorted(
-                f"{d.period.start}..{d.period.end}" for d in wanted if d.period is not None
-            ),
+            "billing_periods": _billing_periods(wanted, rows),
             "manifests": sorted(d.manifest for d in wanted if d.manifest is not None),
             "files": file_notes,
             "rows_read": rows.height,
@@ -176,6 +175,10 @@ class AwsCur:
                 "end_exclusive": replace.end.isoformat(),
             },
         }
+        unmapped = _sum_counts(n.get("service_category_unmapped", {}) for n in file_notes.values())
+        if unmapped:
+            # Rows whose service the FOCUS ServiceCategory tables do not know (left null).
+            notes["service_category_unmapped"] = unmapped
         if self.clients is not None:
             notes.update(self.clients.counter.as_notes())
         if replace != window:
@@ -452,6 +455,32 @@ def _covering_window(window: Window, deliveries: list[Delivery], rows: pl.DataFr
             last_day = last.date() if last.time() == time() else last.date() + timedelta(days=1)
             start, end = min(start, first.date()), max(end, last_day)
     return Window(start, end)
+
+
+def _billing_periods(deliveries: list[Delivery], rows: pl.DataFrame) -> list[str]:
+    """``start..end`` of every billing period read: a manifest's, or for a file read without
+    one, the periods its rows name (``BillingPeriodStart``/``End``, CUR
+    ``bill_billing_period_start_date``/``_end_date``)."""
+    periods = {f"{d.period.start}..{d.period.end}" for d in deliveries if d.period is not None}
+    if any(d.period is None for d in deliveries) and rows.height:
+        named = (
+            rows.select(
+                pl.col("BillingPeriodStart").dt.date().alias("start"),
+                pl.col("BillingPeriodEnd").dt.date().alias("end"),
+            )
+            .drop_nulls()
+            .unique()
+        )
+        periods |= {f"{start}..{end}" for start, end in named.iter_rows()}
+    return sorted(periods)
+
+
+def _sum_counts(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for count in counts:
+        for key, value in count.items():
+            total[key] = total.get(key, 0) + value
+    return dict(sorted(total.items()))
 
 
 def _overlaps(period: Window, window: Window) -> bool:

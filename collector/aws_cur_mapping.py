@@ -21,6 +21,7 @@ BillingAccountId / Name       bill_payer_account_id / _name
 SubAccountId / Name           line_item_usage_account_id / _name
 ResourceId                    line_item_resource_id
 ServiceName                   product_product_name, else product_servicename
+ServiceCategory / Subcategory line_item_product_code (:mod:`.service_category`)
 RegionId / RegionName         product_region_code (or product_region) / product_location
 SkuId / SkuPriceId            product_sku / pricing_rate_code (or pricing_rate_id)
 CommitmentDiscountId          savings_plan_savings_plan_arn, else reservation ARN
@@ -55,6 +56,7 @@ from gpucost.collector.parsing import (
     rejects_from,
     tags_to_json,
 )
+from gpucost.collector.service_category import aws_service_key, with_service_category
 from gpucost.core.contracts import BILLING, MONEY, UTC_TIME
 from gpucost.core.errors import CollectorError
 
@@ -244,15 +246,29 @@ def read_cur_frame(
     if rejects.height:
         rejects = rejects.with_columns(pl.col("field").replace(spelled))
     good = converted.filter(~pl.col("__row").is_in(rejects["row"].unique().implode()))
-    billing = good.select(_billing_expressions(present, split_kept)).with_columns(
+    product_code = (
+        pl.col("line_item_product_code")
+        if "line_item_product_code" in present
+        else pl.lit(None, pl.String)
+    )
+    billing = good.select(
+        *_billing_expressions(present, split_kept), product_code.alias("__product_code")
+    ).with_columns(
         pl.lit(source).alias("x_Source"),
         pl.lit(ingested_at).cast(UTC_TIME).alias("x_IngestedAt"),
     )
+    # FOCUS ServiceCategory from the line item's product code, as the FOCUS converters do.
+    billing, unmapped = with_service_category(
+        billing, aws_service_key(pl.col("__product_code"), pl.col("ServiceName")), "aws"
+    )
+    billing = billing.drop("__product_code")
     notes: dict[str, Any] = {
         "format": "cur-legacy" if legacy else "cur2",
         "rows": raw.height,
         "rejected_rows": rejects["row"].n_unique() if rejects.height else 0,
     }
+    if unmapped:
+        notes["service_category_unmapped"] = unmapped
     split_present = sorted(spelled[s] for s in spelled if s.startswith(SPLIT_PREFIX))
     if split_present:
         notes["split_cost_allocation_columns"] = split_present

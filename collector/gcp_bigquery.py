@@ -32,6 +32,7 @@ from gpucost.collector.gcp_common import (
     parse_label_json,
 )
 from gpucost.collector.parsing import parse_money, rejects_from
+from gpucost.collector.service_category import with_service_category
 from gpucost.core.contracts import BILLING, MONEY, UTC_TIME
 from gpucost.core.errors import CollectorError, MissingDependencyError
 from gpucost.core.window import Window
@@ -646,7 +647,11 @@ def export_rows_to_billing(
     ]
     if CONVERSION_RATE_COLUMN in BILLING.schema:  # pragma: no cover - once the contract has it
         columns.append(pl.col("__value_currency_conversion_rate").alias(CONVERSION_RATE_COLUMN))
-    billing = BILLING.conform(good.select(columns), source)
+    # FOCUS ServiceCategory from service.description (the FOCUS converters' GCP mapping).
+    categorized, unmapped = with_service_category(
+        good.select(columns), pl.col("ServiceName"), "gcp"
+    )
+    billing = BILLING.conform(categorized, source)
     rates = (
         good.select("currency", "currency_conversion_rate")
         .unique()
@@ -661,6 +666,8 @@ def export_rows_to_billing(
         ],
         "gpu_skus": sorted({s.model for s in skus.values() if s.model}),
     }
+    if unmapped:
+        facts["service_category_unmapped"] = unmapped
     if "last_export_time" in good.columns and good.height:
         latest = good["last_export_time"].max()
         facts["latest_export_time"] = latest.isoformat() if isinstance(latest, datetime) else None

@@ -193,6 +193,10 @@ def test_daily_rollup_lands_exactly_with_polling_backoff_and_bytes_scanned(
     (reject,) = collected.rejects.iter_rows(named=True)
     assert (reject["row"], reject["field"], reject["raw"]) == (4, "line_item_type", "Mystery")
     assert collected.notes["athena_data_scanned_bytes"] == 123_456_789
+    # AmazonEC2 -> FOCUS Compute / Virtual Machines, as for aws-cur.
+    assert billing.select("ServiceCategory", "ServiceSubcategory").unique().rows() == [
+        ("Compute", "Virtual Machines")
+    ]
     assert collected.notes["athena_estimated_cost_usd"] == "0.00062"  # 124 MB at $5/TB
 
 

@@ -8,9 +8,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 from pydantic import ValidationError
 
+from gpucost.allocator.policy import AllocationPolicy
+from gpucost.allocator.shared import is_shared
 from gpucost.collector.aws_cost_explorer import AwsCostExplorer, CostExplorerSettings
 from gpucost.config import validate_config
 from gpucost.core.contracts import BILLING
@@ -158,6 +161,50 @@ def test_real_six_month_response_by_service_is_parsed_exactly(moto_endpoint: str
     assert "AWS CloudTrail" in set(billing["ServiceName"])
     assert billing["Tags"].null_count() == billing.height  # no TAG grouping, no tags claimed
     assert collected.rejects.height == 0
+    # The real answer carries UnblendedCost only: EffectiveCost stays empty, and the manifest
+    # says why instead of reporting a clean run.
+    assert billing["EffectiveCost"].null_count() == billing.height
+    assert collected.notes["warnings"] == [
+        f"{len(amounts)} of {len(amounts)} Cost Explorer rows came without the requested "
+        "AmortizedCost; their EffectiveCost is empty"
+    ]
+
+    # moto answers a repeated request from its cache, so the service categories of the same
+    # real answer are checked here rather than in a test of their own.
+    groups = [g for result in response["ResultsByTime"] for g in result["Groups"]]
+    category = dict(billing.select("ServiceName", "ServiceCategory").unique().iter_rows())
+    # FOCUS categories of the real service names (the FOCUS converters' AWS table).
+    assert {name: category[name] for name in NETWORKING_AND_SOME_OTHERS} == (
+        NETWORKING_AND_SOME_OTHERS
+    )
+    subcategory = dict(billing.select("ServiceName", "ServiceSubcategory").unique().iter_rows())
+    assert subcategory["Amazon Elastic Compute Cloud - Compute"] == "Virtual Machines"
+    assert subcategory["Amazon Virtual Private Cloud"] == "Network Infrastructure"
+    # "EC2 - Other" (EBS, NAT gateways, Elastic IPs, data transfer together) has no one
+    # category: it stays empty and is counted, not guessed.
+    ec2_other = sum(1 for g in groups if g["Keys"][0] == "EC2 - Other")
+    assert collected.notes["service_category_unmapped"] == {"EC2 - Other": ec2_other}
+    assert billing.filter(pl.col("ServiceCategory").is_null()).height == ec2_other
+    # The default "Networking is shared" policy now sees these charges.
+    shared = billing.filter(is_shared(AllocationPolicy()))
+    assert set(shared["ServiceName"]) == {
+        "Amazon CloudFront",
+        "Amazon Route 53",
+        "Amazon Virtual Private Cloud",
+    }
+
+
+NETWORKING_AND_SOME_OTHERS = {
+    "Amazon Virtual Private Cloud": "Networking",
+    "Amazon CloudFront": "Networking",
+    "Amazon Route 53": "Networking",
+    "Amazon Elastic Compute Cloud - Compute": "Compute",
+    "Amazon Simple Storage Service": "Storage",
+    "Amazon Relational Database Service": "Databases",
+    "AWS Key Management Service": "Security",
+    "AmazonCloudWatch": "Management and Governance",
+    "CloudWatch Events": "Integration",
+}
 
 
 @pytest.mark.parametrize("code", ["LimitExceededException", "ThrottlingException"])

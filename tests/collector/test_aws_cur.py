@@ -532,3 +532,47 @@ def test_local_report_folder_uses_its_manifest(tmp_path: Path) -> None:
     collected = build_collector(AwsCur, name="cur", path=str(tmp_path / "cur")).collect(NOVEMBER)
     assert collected.frames["billing"].height == 1281  # the old assembly is not read
     assert list(collected.notes["files"]) == [str(period / "assembly-1" / "gpucost-1.csv.gz")]
+
+
+# The FOCUS converters' AWS table (conversion_configs/aws/mapping_files/aws_category_mapping.csv)
+# for the product codes of the real legacy sample, written out by hand.
+SAMPLE_CATEGORIES = {
+    "AmazonS3": "Storage",
+    "AWSGlue": "Analytics",
+    "AWSQueueService": "Integration",
+    "AmazonSNS": "Integration",
+    "AmazonCloudWatch": "Management and Governance",
+    "awskms": "Security",
+    "AmazonEFS": "Storage",
+    "AWSSecretsManager": "Security",
+    "AWSCloudTrail": "Management and Governance",
+    "AWSIoT": "Internet of Things",
+    "AmazonStates": "Integration",
+    "AWSDataTransfer": "Networking",
+}
+
+
+def test_one_file_gets_focus_service_categories_and_names_its_billing_period() -> None:
+    _, rows = legacy_rows()
+    collected = build_collector(AwsCur, name="cur", path=str(LEGACY_CUR)).collect(NOVEMBER)
+    billing = collected.frames["billing"]
+    # 0 of 1,269 usage rows had a ServiceCategory before; now every known product code does.
+    expected: dict[str | None, int] = {}
+    unmapped: dict[str, int] = {}
+    for row in rows:
+        code = row["lineItem/ProductCode"]
+        if code in SAMPLE_CATEGORIES:
+            expected[SAMPLE_CATEGORIES[code]] = expected.get(SAMPLE_CATEGORIES[code], 0) + 1
+        else:
+            expected[None] = expected.get(None, 0) + 1
+            unmapped[code] = unmapped.get(code, 0) + 1
+    landed = dict(billing.group_by("ServiceCategory").len().iter_rows())
+    assert landed == expected
+    # Product codes the tables do not know stay empty and are counted for the manifest.
+    assert unmapped == {"AWSCloudShell": 16, "AWSMigrationHubRefactorSpaces": 46}
+    assert collected.notes["service_category_unmapped"] == unmapped
+    assert collected.notes["files"][str(LEGACY_CUR)]["service_category_unmapped"] == unmapped
+    s3 = billing.filter(pl.col("ServiceName") == "Amazon Simple Storage Service")
+    assert s3["ServiceSubcategory"].unique().to_list() == ["Object Storage"]
+    # A file read without a manifest names the billing period its rows carry (2023-11).
+    assert collected.notes["billing_periods"] == ["2023-11-01..2023-12-01"]

@@ -294,6 +294,12 @@ def test_export_with_credits_lands_exactly(fake: FakeBigQuery, endpoint: str) ->
     assert collected.notes["gpu_skus"] == ["T4"]
     assert collected.notes["latest_export_time"] == "2024-09-20T00:00:00.123456+00:00"
     assert collected.notes["result_rows"] == 8
+    # FOCUS ServiceCategory from service.description (the FOCUS converters' GCP table):
+    # Google's sample is all Compute Engine, which FOCUS 1.2 files under Virtual Machines.
+    assert billing.select("ServiceCategory", "ServiceSubcategory").unique().rows() == [
+        ("Compute", "Virtual Machines")
+    ]
+    assert "service_category_unmapped" not in collected.notes
 
 
 def test_query_is_dry_run_first_pruned_and_capped(fake: FakeBigQuery, endpoint: str) -> None:
