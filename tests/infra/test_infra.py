@@ -517,7 +517,7 @@ def test_the_dashboard_queries_only_metrics_that_exist() -> None:
     }
     assert used - exported - dcgm == set(), "metrics neither gpucost nor dcgm-exporter export"
     assert {name for name in used if name.startswith("gpucost_")} >= {
-        "gpucost_project_billed_cost",
+        "gpucost_project_effective_cost",
         "gpucost_project_gpu_hours",
         "gpucost_estimated_monthly_waste",
         "gpucost_source_last_success_timestamp_seconds",
