@@ -47,7 +47,9 @@ from gpucost.collector.base import (
 )
 from gpucost.collector.dcgm_text import SAMPLE_SCHEMA, parse_dcgm_exposition
 from gpucost.collector.gpu_rollup import (
+    DEFAULT_EXPORTER_PODS,
     SampleSpool,
+    clear_exporter_identity,
     conform_samples,
     empty_samples,
     mib_to_bytes,
@@ -125,6 +127,10 @@ class DcgmExporterSettings(SourceSettings):
         default=None, description="Keep live samples here so hours fill up across runs."
     )
     spool_retention_days: int = Field(default=7, ge=1, description="Days of spooled samples.")
+    exporter_pods: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_EXPORTER_PODS),
+        description="Globs of the exporter's own pod names: such series have no workload.",
+    )
 
     @field_validator("targets")
     @classmethod
@@ -182,7 +188,9 @@ class DcgmExporter:
     ``DCGM_FI_DEV_GPU_UTIL`` / 100; memory is ``DCGM_FI_DEV_FB_USED`` (+ ``FB_FREE`` for the
     total), MiB to bytes; power ``DCGM_FI_DEV_POWER_USAGE`` (W); SM clock
     ``DCGM_FI_DEV_SM_CLOCK`` (MHz). Pod labels (``pod``/``namespace``/``container``, also
-    ``pod_name``... and ``exported_*``) name the workload. A failed target is noted and the
+    ``pod_name``... and ``exported_*``) name the workload; labels that name the exporter itself
+    (its container ``nvidia-dcgm-exporter``/``exporter``, or a pod matching ``exporter_pods``)
+    mean a GPU with no workload. A failed target is noted and the
     others go on; the source fails only when every target fails.
 
     ```toml
@@ -197,6 +205,7 @@ class DcgmExporter:
     max_workers = 32
     spool_dir = "/var/lib/gpucost/dcgm-spool"       # keeps live samples between runs
     spool_retention_days = 7
+    exporter_pods = ["nvidia-dcgm-exporter-*", "dcgm-exporter-*"]   # the exporter's own pods
     schedule = "* * * * *"
     ```
     """
@@ -252,6 +261,11 @@ class DcgmExporter:
             unusable += recorded.unusable_samples
             samples.append(recorded.samples)
         everything = pl.concat(samples) if samples else empty_samples()
+        # Pages read through Prometheus (federation, recorded answers) carry the scrape
+        # target's own pod on GPUs nobody uses: that is not a workload.
+        everything, cleared = clear_exporter_identity(everything, self.settings.exporter_pods)
+        if cleared:
+            notes["exporter_own_samples"] = cleared
         rows = rollup_hourly(
             everything, interval_s=self.settings.scrape_interval_s, source=self.name, window=window
         )

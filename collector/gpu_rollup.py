@@ -47,6 +47,7 @@ live (one scrape per collection) can roll up whole hours from many collections.
 
 from __future__ import annotations
 
+import re
 import shutil
 import uuid
 from collections.abc import Mapping, Sequence
@@ -61,12 +62,16 @@ from gpucost.core.contracts import GPU_USAGE, UTC_TIME
 from gpucost.core.window import Window
 
 __all__ = [
+    "DEFAULT_EXPORTER_PODS",
     "DEVICE_KEYS",
+    "EXPORTER_CONTAINERS",
     "RAW_SAMPLE_SCHEMA",
     "SECONDS_PER_HOUR",
     "SERIES_KEYS",
     "SampleSpool",
+    "clear_exporter_identity",
     "conform_samples",
+    "glob_pattern",
     "merge_rollups",
     "mib_to_bytes",
     "mig_slice_uuid",
@@ -108,6 +113,15 @@ SERIES_KEYS: Final = ("host", "gpu_uuid", "namespace", "pod", "container")
 """A series: one GPU or MIG slice x one workload. Time-sliced pods are separate series."""
 DEVICE_KEYS: Final = ("host", "gpu_uuid")
 """One device: a GPU, or a MIG slice (whose ``gpu_uuid`` names the slice)."""
+
+EXPORTER_CONTAINERS: Final = ("nvidia-dcgm-exporter", "dcgm-exporter", "exporter")
+"""Container names of dcgm-exporter itself. NVIDIA's GPU Operator names the DaemonSet's
+container ``nvidia-dcgm-exporter`` and the dcgm-exporter Helm chart names it ``exporter``: both
+are what Kubernetes service discovery attaches to every series of the target in real
+Prometheus answers (NVIDIA's EKS H100 cluster, UpCloud's L40S; tests/data/dcgm/prometheus_api)."""
+DEFAULT_EXPORTER_PODS: Final = ("nvidia-dcgm-exporter-*", "dcgm-exporter-*")
+"""Pod name globs of the exporter's own pods: the GPU Operator's and the Helm chart's
+DaemonSet pods (``<daemonset>-<5 characters>``)."""
 
 _ATTRIBUTES: Final = ("gpu_index", "gpu_model", "mig_profile")
 _MEASURES: Final = (
@@ -167,6 +181,40 @@ def workload_of(pod: pl.Expr) -> pl.Expr:
             .otherwise(expression)
         )
     return expression
+
+
+def glob_pattern(globs: Sequence[str]) -> str:
+    """One anchored regular expression matching any of ``globs`` (``*`` any run, ``?`` one
+    character, nothing else special)."""
+    parts = [re.escape(glob).replace(r"\*", ".*").replace(r"\?", ".") for glob in globs if glob]
+    return "^(?:" + "|".join(parts) + ")$" if parts else "$^"
+
+
+def clear_exporter_identity(
+    samples: pl.DataFrame, exporter_pods: Sequence[str] = DEFAULT_EXPORTER_PODS
+) -> tuple[pl.DataFrame, int]:
+    """Samples whose ``namespace``/``pod``/``container`` name the exporter itself, with those
+    cleared (a GPU with no workload); returns the samples and how many were cleared.
+
+    Prometheus' Kubernetes service discovery attaches the scrape target's own pod to every
+    series it scrapes, and dcgm-exporter adds workload labels only to GPUs that have a
+    workload, so a series of an idle GPU carries the exporter's pod. It is recognised by its
+    container (:data:`EXPORTER_CONTAINERS`) or, as the last resort, by a pod name matching
+    ``exporter_pods``.
+    """
+    own = pl.col("container").is_in(list(EXPORTER_CONTAINERS)).fill_null(False) | pl.col(
+        "pod"
+    ).str.contains(glob_pattern(exporter_pods)).fill_null(False)
+    count = int(samples.select(own.sum()).item() or 0)
+    if not count:
+        return samples, 0
+    cleared = samples.with_columns(
+        *(
+            pl.when(own).then(pl.lit(None, pl.String())).otherwise(pl.col(name)).alias(name)
+            for name in ("namespace", "pod", "container")
+        )
+    )
+    return cleared, count
 
 
 def mib_to_bytes(mib: pl.Expr) -> pl.Expr:

@@ -28,6 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from gpucost.collector.base import Collected, CollectorContext, SourceSettings, register
 from gpucost.collector.dcgm_text import gpu_index_of, label_roles
 from gpucost.collector.gpu_rollup import (
+    DEFAULT_EXPORTER_PODS,
+    clear_exporter_identity,
     conform_samples,
     mib_to_bytes,
     mig_slice_uuid,
@@ -43,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_QUERIES",
+    "DEFAULT_TARGET_QUERY",
     "MAX_POINTS_PER_SERIES",
     "BasicAuth",
     "PrometheusApi",
@@ -51,6 +54,7 @@ __all__ = [
     "QueryResult",
     "chunk_range",
     "samples_from_results",
+    "target_identities",
 ]
 
 MAX_POINTS_PER_SERIES: Final = 11_000
@@ -82,6 +86,11 @@ DEFAULT_QUERIES: Final[Mapping[str, str]] = {
 }
 """Default PromQL per measure; ``{step}`` becomes the step (``60s``). Units: util fractions
 0..1, memory MiB, power W, clock MHz. Each can be replaced in ``queries``."""
+DEFAULT_TARGET_QUERY: Final = "group by (job, instance, namespace, pod) (last_over_time(up[1h]))"
+"""The scrape targets' own labels: Prometheus writes ``up`` for every target with exactly the
+target's labels (docs, "Jobs and instances": automatically generated series), so a DCGM series
+whose ``pod`` is its target's pod names the exporter, not a workload. Asked an hour at a time
+(``[1h]`` at a 1-hour step), so every target scraped in the window is seen."""
 
 _MEASURE_COLUMNS: Final[Mapping[str, str]] = {
     "util": "util",
@@ -133,6 +142,15 @@ class PrometheusSettings(SourceSettings):
     max_retries: int = Field(default=4, ge=0, le=10, description="On 429, 5xx, timeouts.")
     max_points_per_series: int = Field(default=MAX_POINTS_PER_SERIES, ge=2)
     verify_tls: bool = True
+    exporter_pods: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_EXPORTER_PODS),
+        description="Globs of the exporter's own pod names: such series have no workload.",
+    )
+    target_query: str | None = Field(
+        default=DEFAULT_TARGET_QUERY,
+        description="PromQL giving each scrape target's job, instance, namespace and pod "
+        "(series naming their own target's pod have no workload); empty to skip it.",
+    )
 
     @field_validator("step_s")
     @classmethod
@@ -318,8 +336,10 @@ class PrometheusGpuMetrics:
     ``queries``), chunked in time to stay under 11,000 points per series, retried with backoff
     on 429/5xx/timeouts. Where Prometheus scraped the exporter without ``honor_labels`` the
     workload's labels are ``exported_pod``/``exported_namespace``/``exported_container``: those
-    win over ``pod``/``namespace``/``container``. Partial answers (``isPartial``, warnings) are
-    flagged in the run's notes.
+    win over ``pod``/``namespace``/``container``. Series that carry the scrape target's own
+    identity (its pod, as ``up`` shows it; the exporter's container; a pod matching
+    ``exporter_pods``) have no workload: a GPU nobody uses. Partial answers (``isPartial``,
+    warnings) are flagged in the run's notes.
 
     ```toml
     [[sources]]
@@ -330,6 +350,8 @@ class PrometheusGpuMetrics:
     bearer_token = { env = "PROMETHEUS_TOKEN" }     # or, instead:
     # basic_auth = { username = "gpucost", password = { file = "/run/secrets/prom" } }
     headers = { "X-Scope-OrgID" = "ml" }
+    exporter_pods = ["nvidia-dcgm-exporter-*", "dcgm-exporter-*"]   # the exporter's own pods
+    target_query = "group by (job, instance, namespace, pod) (up)"  # targets' own pods
     queries = { power_w = "avg_over_time(DCGM_FI_DEV_POWER_USAGE{cluster=\\"prod\\"}[{step}])" }
     timeout_s = 60
     max_retries = 4
@@ -370,9 +392,14 @@ class PrometheusGpuMetrics:
         first = window.start_time + timedelta(seconds=step_s)
         chunks = chunk_range(first, window.end_time, step_s, self.settings.max_points_per_series)
         results = [self._query(measure, query, chunks) for measure, query in self.queries.items()]
-        samples, unplaced = samples_from_results(results, step_s)
+        notes: dict[str, Any] = {}
+        targets = self._targets(window, notes)
+        samples, unplaced = samples_from_results(results, step_s, targets)
+        samples, cleared = clear_exporter_identity(samples, self.settings.exporter_pods)
+        if cleared:
+            notes["exporter_own_samples"] = cleared
         rows = rollup_hourly(samples, interval_s=step_s, source=self.name, window=window)
-        notes: dict[str, Any] = {
+        notes |= {
             "url": self.api.safe_url,
             "step_s": step_s,
             "chunks": len(chunks),
@@ -390,6 +417,21 @@ class PrometheusGpuMetrics:
         if warnings:
             notes["warnings"] = warnings
         return Collected({"gpu_usage": rows}, notes=notes)
+
+    def _targets(self, window: Window, notes: dict[str, Any]) -> TargetIdentities:
+        """The scrape targets' own namespace and pod (:data:`DEFAULT_TARGET_QUERY`), an hour
+        apart over the window; a refused or failed query is noted and identifies nothing."""
+        query = self.settings.target_query
+        if not query:
+            return {}
+        first = window.start_time + timedelta(hours=1)
+        try:
+            body = self.api.query_range(query, first, window.end_time, 3600)
+        except CollectorError as error:
+            notes["target_query_failed"] = str(error)
+            logger.warning("source %s: %s", self.name, error)
+            return {}
+        return target_identities(body["data"].get("result") or [])
 
     def _query(
         self, measure: str, template: str, chunks: Sequence[tuple[datetime, datetime]]
@@ -409,15 +451,37 @@ class PrometheusGpuMetrics:
         return QueryResult(measure, series, warnings, partial, len(chunks))
 
 
-def samples_from_results(results: Sequence[QueryResult], step_s: int) -> tuple[pl.DataFrame, int]:
+TargetIdentities = Mapping[tuple[str, str], tuple[frozenset[str], frozenset[str]]]
+"""Per scrape target (``job``, ``instance``): its own pods and namespaces."""
+
+
+def target_identities(series: Sequence[Mapping[str, Any]]) -> TargetIdentities:
+    """Each target's own pods and namespaces, from series of :data:`DEFAULT_TARGET_QUERY`."""
+    found: dict[tuple[str, str], tuple[set[str], set[str]]] = {}
+    for item in series:
+        labels = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
+        pods, namespaces = found.setdefault(_target_of(labels), (set(), set()))
+        if labels.get("pod"):
+            pods.add(labels["pod"])
+        if labels.get("namespace"):
+            namespaces.add(labels["namespace"])
+    return {key: (frozenset(pods), frozenset(spaces)) for key, (pods, spaces) in found.items()}
+
+
+def samples_from_results(
+    results: Sequence[QueryResult], step_s: int, targets: TargetIdentities | None = None
+) -> tuple[pl.DataFrame, int]:
     """Raw GPU samples from range-query series; returns them and the series left unplaced.
 
     Labels are normalised as dcgm-exporter pages are (``gpucost.collector.dcgm_text``): ``UUID`` or
     ``uuid``, ``Hostname`` or ``hostname`` (else the ``instance`` host), ``GPU_I_ID`` making the
     MIG slice's uuid, ``exported_pod`` over ``pod``; on a target where Prometheus renamed
-    workload labels, a series without the ``exported_*`` label has no workload. A point at
-    ``t`` is a sample at ``t - step`` (the start of the interval it summarises).
+    workload labels, a series without the ``exported_*`` label has no workload, and so has a
+    series whose pod is its target's own pod (``targets``, from ``up``), or which has no pod
+    and its target's own namespace. A point at ``t`` is a sample at ``t - step`` (the start of
+    the interval it summarises).
     """
+    targets = targets or {}
     columns: dict[str, list[Any]] = {name: [] for name in ("measure", "t", "v", *_LABEL_COLUMNS)}
     unplaced = 0
     renamed = _targets_with_workload_labels(results)
@@ -431,6 +495,13 @@ def samples_from_results(results: Sequence[QueryResult], step_s: int) -> tuple[p
                     # own to exported_* on other series): here it names the exporter's pod,
                     # not a workload on the GPU.
                     roles[role] = None
+            own_pods, own_namespaces = targets.get(_target_of(labels), (frozenset(), frozenset()))
+            if roles["pod"] in own_pods or (
+                roles["pod"] is None and roles["namespace"] in own_namespaces
+            ):
+                # The target's own identity (honor_labels kept the scraped labels, and the
+                # exporter added none: a GPU with no workload).
+                roles["namespace"] = roles["pod"] = roles["container"] = None
             host = roles["host"] or _instance_host(labels.get("instance"))
             gpu_uuid = roles["gpu_uuid"]
             if host is None or gpu_uuid is None:

@@ -14,6 +14,7 @@ import base64
 import json
 import math
 import threading
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,12 +22,13 @@ from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import polars as pl
 import pytest
 
 from gpucost.collector.base import CollectorContext
+from gpucost.collector.dcgm_exporter import DcgmExporter
 from gpucost.collector.prometheus import (
     DEFAULT_QUERIES,
     PrometheusGpuMetrics,
@@ -95,7 +97,8 @@ def test_reads_a_real_prometheus_back(live_prometheus: LivePrometheus) -> None:
     GPU_USAGE.validate(rows, "gpu-metrics")
     # step 1 s over whole days: far more than 11,000 points per series, so it was chunked.
     assert collected.notes["chunks"] >= 8
-    assert collected.notes["requests"] == collected.notes["chunks"] * len(DEFAULT_QUERIES)
+    # One request more: the targets' own labels (``up``).
+    assert collected.notes["requests"] == collected.notes["chunks"] * len(DEFAULT_QUERIES) + 1
     assert "partial_answers" not in collected.notes
     assert set(rows.get_column("host")) == {"gpu-node-1"}
     per_gpu = rows.group_by("gpu_uuid").agg(
@@ -137,6 +140,119 @@ def test_chunking_gives_the_same_rows(live_prometheus: LivePrometheus) -> None:
     settled = pl.col("hour") < datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     assert first.filter(settled).equals(second.filter(settled))
     assert first.height >= 8 and second.height >= 8
+
+
+# ---- shares on a real Prometheus, the same as dcgm-exporter's --------------------------------
+
+SLICED_PODS = ("vllm-agg-0-vllmdecodeworker-s65j5", "vllm-agg-1-vllmdecodeworker-q7x2m")
+TRAIN_POD = "train-00042-worker-0"
+GPU1 = "GPU-bc5610b9-79c8-fedd-8899-07539c7f868a"
+SHARES = {
+    # GPU 0: two pods time-slicing it at 40 %; GPU 1: one pod at 90 %; the rest: nobody.
+    (GPU0, SLICED_PODS[0]): (0.5, 0.2),
+    (GPU0, SLICED_PODS[1]): (0.5, 0.2),
+    (GPU1, TRAIN_POD): (1.0, 0.9),
+}
+
+
+def sliced_page() -> str:
+    """The real H100 page with GPU 0 time-sliced by two pods (40 %) and GPU 1 given a pod (90
+    %): dcgm-exporter repeats the device's values on each pod's series."""
+    lines = []
+    for line in H100.read_text(encoding="utf-8").splitlines():
+        if 'gpu="0"' in line:
+            if line.startswith("DCGM_FI_DEV_GPU_UTIL"):
+                line = line.rsplit(" ", 1)[0] + " 40"
+            lines.append(line)
+            lines.append(line.replace(SLICED_PODS[0], SLICED_PODS[1]))
+        elif 'gpu="1"' in line:
+            labels = 'container="pytorch",namespace="research",pod="' + TRAIN_POD + '",pod_uid=""'
+            line = line.replace('DCGM_FI_DRIVER_VERSION="580.105.08"}', f"DCGM_FI_DRIVER_VERSION="
+                                f'"580.105.08",{labels}}}')  # fmt: skip
+            if line.startswith("DCGM_FI_DEV_GPU_UTIL"):
+                line = line.rsplit(" ", 1)[0] + " 90"
+            lines.append(line)
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="session")
+def sliced_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePrometheus]:
+    """A real Prometheus keeping the page's labels (honor_labels), the target labelled with an
+    exporter pod whose names no default rule knows: only ``up`` tells it is the target's own."""
+    binary, reason = prometheus_binary()
+    if binary is None:
+        pytest.skip(f"no prometheus binary: {reason}")
+    exporter = ExporterServer()
+    exporter.page("/metrics", sliced_page())
+    with exporter.serve() as exporter_url:
+        server = PrometheusServer(
+            binary,
+            tmp_path_factory.mktemp("prometheus-sliced"),
+            targets=[exporter_url.removeprefix("http://")],
+            target_labels={"namespace": "monitoring", "pod": "gpu-metrics-x7k2p"},
+            honor_labels=True,
+        )
+        started = datetime.now(UTC)
+        server.start()
+        try:
+            server.wait_for_samples("count_over_time(DCGM_FI_DEV_POWER_USAGE[1m])", at_least=5)
+            yield LivePrometheus(server.url, started)
+        finally:
+            server.stop()
+
+
+def share_ratios(rows: pl.DataFrame) -> dict[tuple[str, str], tuple[float, float]]:
+    """Per GPU and pod: held and busy seconds over seconds observed."""
+    totals = rows.group_by("gpu_uuid", "pod").agg(
+        pl.col("seconds_observed").sum(),
+        pl.col("gpu_seconds_held").sum(),
+        pl.col("gpu_seconds_busy").sum(),
+    )
+    return {
+        (uuid, pod or ""): (round(held / seconds, 9), round(busy / seconds, 9))
+        for uuid, pod, seconds, held, busy in totals.iter_rows()
+    }
+
+
+def test_shares_from_a_real_prometheus_equal_dcgm_exporters(
+    sliced_prometheus: LivePrometheus, tmp_path: Path
+) -> None:
+    window = Window.days_inclusive(sliced_prometheus.started.date(), datetime.now(UTC).date())
+    metrics = build_collector(
+        PrometheusGpuMetrics, name="p", url=sliced_prometheus.url, step_s=1
+    ).collect(window)
+    through_prometheus = share_ratios(metrics.frames["gpu_usage"])
+    # The same series as dcgm-exporter saw them: Prometheus' raw samples with their scrape
+    # times, written back as an exposition page and read by the dcgm-exporter source (which,
+    # without ``up``, knows the exporter's pod by the glob).
+    query = '{__name__=~"DCGM_FI_DEV_GPU_UTIL|DCGM_FI_DEV_POWER_USAGE"}[10m]'
+    with urllib.request.urlopen(
+        f"{sliced_prometheus.url}/api/v1/query?{urlencode({'query': query})}", timeout=5
+    ) as response:
+        raw = json.loads(response.read())
+    lines = []
+    for item in raw["data"]["result"]:
+        labels = {k: v for k, v in item["metric"].items() if k not in ("__name__", "job")}
+        text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        for at, value in item["values"]:
+            lines.append(f"{item['metric']['__name__']}{{{text}}} {value} {round(at * 1000)}")
+    page = tmp_path / "gpu-node-1" / "recorded.prom"
+    page.parent.mkdir()
+    page.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    dcgm = build_collector(
+        DcgmExporter,
+        name="d",
+        paths=[str(page)],
+        scrape_interval_s=1,
+        exporter_pods=["gpu-metrics-*"],
+    ).collect(window)
+    through_dcgm = share_ratios(dcgm.frames["gpu_usage"])
+    expected = {key: SHARES.get(key, (0.0, 0.0)) for key in through_dcgm}
+    assert len(expected) == 9 and set(expected) >= set(SHARES)
+    assert through_dcgm == expected
+    assert through_prometheus == expected
 
 
 # ---- chunking ------------------------------------------------------------------------------
@@ -292,6 +408,8 @@ def source(
     """A prometheus source over ``url`` (step 300 s unless given); ``sleep`` records pauses."""
     context = CollectorContext(sleep=sleep) if sleep is not None else CollectorContext()
     keys.setdefault("step_s", 300)
+    # The fake answers the measures' queries; the targets' ``up`` query is tested live.
+    keys.setdefault("target_query", None)
     return build_collector(PrometheusGpuMetrics, context, name="gpu-metrics", url=url, **keys)
 
 
@@ -322,8 +440,10 @@ def test_points_become_hourly_rows(fake_api: tuple[FakeApi, str]) -> None:
     assert whole["mem_total_bytes"] == 81920 << 20
     assert whole["power_avg_w"] == 300.0 and whole["sm_clock_avg_mhz"] == 1410.0
     assert whole["hour"] == DAY.start_time and whole["gpu_index"] == 0
+    assert whole["gpu_seconds_held"] == 3600.0 and whole["gpu_seconds_busy"] == 1800.0
     mig = rows.filter(pl.col("gpu_uuid") == "GPU-bbbb/9").row(0, named=True)
     assert mig["mig_profile"] == "1g.10gb" and mig["util_avg"] is None
+    assert mig["gpu_seconds_held"] == 0.0 and mig["gpu_seconds_busy"] is None
     # The exporter's own pod label on a series without exported_pod is not a workload.
     assert mig["pod"] is None and mig["namespace"] is None
 

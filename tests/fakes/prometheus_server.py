@@ -149,6 +149,8 @@ class PrometheusServer:
     """``host:port`` of the exporters (path ``/metrics``)."""
     target_labels: Mapping[str, str] = field(default_factory=dict)
     """Labels added to every target: give it ``pod``/``namespace`` to see ``exported_*``."""
+    honor_labels: bool = False
+    """Keep the page's labels over the target's (no ``exported_*`` renaming)."""
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
 
@@ -164,6 +166,7 @@ class PrometheusServer:
             "scrape_configs": [
                 {
                     "job_name": "dcgm",
+                    "honor_labels": self.honor_labels,
                     "static_configs": [
                         {"targets": self.targets, "labels": dict(self.target_labels)}
                     ],
