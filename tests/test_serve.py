@@ -281,6 +281,22 @@ def test_reconcile_keeps_unchanged_jobs_replaces_changed_and_removes_gone(
         ("15 6 * * 7", [datetime(2024, 9, 8, 6, 15, tzinfo=UTC)]),
         ("0 0 * * 1-5", [datetime(2024, 9, 2, tzinfo=UTC), datetime(2024, 9, 3, tzinfo=UTC)]),
         ("*/20 * * * * *", [datetime(2024, 9, 1, 12, 0, 20, tzinfo=UTC)]),
+        # Both day fields restricted: the 1st OR any Monday (crontab(5), Vixie cron), not
+        # "a 1st that is a Monday" (which would next be 2025-09-01).
+        (
+            "0 0 1 * 1",
+            [
+                datetime(2024, 9, 2, tzinfo=UTC),
+                datetime(2024, 9, 9, tzinfo=UTC),
+                datetime(2024, 9, 16, tzinfo=UTC),
+                datetime(2024, 9, 23, tzinfo=UTC),
+                datetime(2024, 9, 30, tzinfo=UTC),
+                datetime(2024, 10, 1, tzinfo=UTC),
+                datetime(2024, 10, 7, tzinfo=UTC),
+            ],
+        ),
+        # A day field starting with * does not restrict: odd days that are Mondays.
+        ("0 0 */2 * 1", [datetime(2024, 9, 9, tzinfo=UTC), datetime(2024, 9, 23, tzinfo=UTC)]),
     ],
 )
 def test_schedules_read_as_crontab_in_utc(expression: str, fires: list[datetime]) -> None:
@@ -443,3 +459,57 @@ def test_the_nightly_job_can_be_left_to_cron(
     config_path = config_file(run_nightly=False)
     ids = [spec.id for spec in job_specs(load_config(config_path), str(config_path))]
     assert ids == ["source:finance-focus", "source:roster"]
+
+
+def test_config_check_prints_the_next_three_runs_of_every_schedule(
+    config_file: Callable[..., Path],
+) -> None:
+    config = config_file(focus_schedule="0 0 1 * 1", nightly_schedule="30 2 * * *")
+    result = runner.invoke(app, ["config", "check", "--config", str(config), "--output", "json"])
+    assert result.exit_code == 0, result.output
+    schedules = {item["job"]: item for item in json.loads(result.stdout)["schedules"]}
+    assert set(schedules) == {"source:finance-focus", "source:roster", "nightly"}
+    runs = [
+        datetime.fromisoformat(moment) for moment in schedules["source:finance-focus"]["next_runs"]
+    ]
+    assert len(runs) == 3 and runs == sorted(runs)
+    assert all(run.day == 1 or run.weekday() == 0 for run in runs), runs
+    assert all(
+        (run.hour, run.minute) == (2, 30)
+        for run in (datetime.fromisoformat(m) for m in schedules["nightly"]["next_runs"])
+    )
+    text = runner.invoke(app, ["config", "check", "--config", str(config)])
+    assert text.exit_code == 0, text.output
+    assert "Next runs (UTC)" in text.stdout
+    assert re.search(
+        r"source:finance-focus  '0 0 1 \* 1': (\d{4}-\d\d-\d\d 00:00:00(, )?){3}", text.stdout
+    )
+
+
+def test_metrics_show_only_the_sources_the_config_enables() -> None:
+    from gpucost.core.manifest import RunManifest, SourceRun
+
+    metrics = ServeMetrics(configured_sources=["billing"])
+    manifest = RunManifest(
+        run_id="20241001T020000Z-abcdef",
+        command="serve",
+        window_start="2024-09-29",
+        window_end_exclusive="2024-10-01",
+        config_path=None,
+        started_at="2024-10-01T02:00:00+00:00",
+        status="incomplete",
+        finished_at="2024-10-01T02:00:05+00:00",
+        sources=[
+            SourceRun("billing", "focus-files", rows={"billing": 10}),
+            SourceRun("old-name", "focus-files", status="failed", error="gone"),
+        ],
+    )
+    metrics.record_manifest(manifest)
+    from prometheus_client import generate_latest
+
+    text = generate_latest(metrics.registry).decode()
+    assert 'gpucost_source_last_run_success{source="billing"} 1.0' in text
+    assert "old-name" not in text, "a source renamed away must not keep an alert firing"
+    metrics.set_configured_sources(["billing", "old-name"])
+    text = generate_latest(metrics.registry).decode()
+    assert 'gpucost_source_last_run_success{source="old-name"} 0.0' in text
