@@ -203,8 +203,11 @@ class NvmlSampler:
 
     One :meth:`sample` gives one raw-sample row per GPU (or slice) x workload, with the GPU's
     values repeated on each workload's row as dcgm-exporter does; a workload's memory is its
-    processes' own when NVML reports it. MIG slices have no utilisation in NVML (it answers
-    NOT_SUPPORTED in MIG mode) and no power of their own: those stay null.
+    processes' own when NVML reports it, and so is its utilisation (``process_util``: the sum
+    over its processes of their mean SM utilisation since the previous sample, from
+    ``nvmlDeviceGetProcessUtilization``) where the board supports it. MIG slices have no
+    utilisation in NVML (it answers NOT_SUPPORTED in MIG mode) and no power of their own: those
+    stay null.
     """
 
     def __init__(
@@ -224,6 +227,8 @@ class NvmlSampler:
         self.errors: list[str] = []
         """Distinct NVML failures met while sampling (other than NOT_SUPPORTED)."""
         self._initialised = False
+        self._last_seen_us: dict[str, int] = {}
+        """Per GPU uuid, the newest per-process utilisation sample read (NVML's timestamp)."""
 
     def __enter__(self) -> NvmlSampler:
         self.open()
@@ -333,12 +338,15 @@ class NvmlSampler:
         }
         processes = self._call("nvmlDeviceGetComputeRunningProcesses", target.handle) or []
         by_workload: dict[Workload, list[int | None]] = {}
+        pids: dict[Workload, list[int]] = {}
         for process in processes:
             workload = workload_of_pid(self.proc_root, int(process.pid)) or Workload()
             used = getattr(process, "usedGpuMemory", None)
             by_workload.setdefault(workload, []).append(int(used) if used is not None else None)
+            pids.setdefault(workload, []).append(int(process.pid))
         if not by_workload:
             return [base]
+        own = self._process_util(target) if not target.is_mig else None
         rows = []
         for workload, memories in sorted(by_workload.items(), key=lambda item: repr(item[0])):
             row = dict(base)
@@ -351,8 +359,29 @@ class NvmlSampler:
             )
             if len(by_workload) > 1 and all(value is not None for value in memories):
                 row["mem_used_bytes"] = sum(value for value in memories if value is not None)
+            if own is not None:
+                percent = sum(own.get(pid, 0.0) for pid in pids[workload])
+                row["process_util"] = min(percent, 100.0) / 100.0
             rows.append(row)
         return rows
+
+    def _process_util(self, target: _Target) -> dict[int, float] | None:
+        """Mean SM utilisation (percent) per PID since the previous call for this GPU, from
+        ``nvmlDeviceGetProcessUtilization(handle, lastSeenTimeStamp)``: the driver keeps a
+        buffer of per-process samples and returns those newer than the timestamp given (NVML
+        API reference, "nvmlDeviceGetProcessUtilization"). None when the board does not
+        support it or has no new sample (NOT_FOUND): the rollup then splits the device's
+        utilisation equally among the pods present."""
+        last_seen = self._last_seen_us.get(target.gpu_uuid, 0)
+        samples = self._call("nvmlDeviceGetProcessUtilization", target.handle, last_seen)
+        if not samples:
+            return None
+        sums: dict[int, list[float]] = {}
+        for item in samples:
+            sums.setdefault(int(item.pid), []).append(float(item.smUtil))
+            last_seen = max(last_seen, int(item.timeStamp))
+        self._last_seen_us[target.gpu_uuid] = last_seen
+        return {pid: sum(values) / len(values) for pid, values in sums.items()}
 
     def _call(self, function: str, *args: Any) -> Any:
         """Call an NVML function; None when it fails (noted unless NOT_SUPPORTED/NOT_FOUND)."""

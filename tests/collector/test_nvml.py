@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from gpucost.collector.base import CollectorContext
-from gpucost.collector.gpu_rollup import SampleSpool, merge_rollups
+from gpucost.collector.gpu_rollup import SampleSpool, merge_rollups, rollup_hourly
 from gpucost.collector.nvml import (
     ContainerRef,
     NvmlCollector,
@@ -32,6 +32,7 @@ from tests.fakes.pynvml_fake import (
     Gpu,
     MigSlice,
     Process,
+    ProcessUtilizationSample,
 )
 
 GIB = 1 << 30
@@ -455,3 +456,38 @@ def test_agent_without_nvml_fails_in_one_line(
         app, ["agent", "--config", str(agent_config(tmp_path, proc)), "--source", "nope"]
     )
     assert unknown.exit_code == 2
+
+
+def test_per_process_utilisation_splits_a_time_sliced_gpu_by_use(proc: Path) -> None:
+    # The A100 is time-sliced by llama (PIDs 4242 and 4243) and jupyter (PID 5151) at 87 %
+    # device utilisation; NVML's per-process samples say llama used 60 + 10 % and jupyter 17 %.
+    gpus = fleet()
+    gpus[1].process_samples = [
+        ProcessUtilizationSample(4242, 1_000, 50),
+        ProcessUtilizationSample(4242, 2_000, 70),
+        ProcessUtilizationSample(4243, 2_000, 10),
+        ProcessUtilizationSample(5151, 2_000, 17),
+    ]
+    moments = iter([T0, T0 + timedelta(seconds=10)])
+    sampler = NvmlSampler(FakeNvml(gpus), host="h", proc_root=proc, clock=lambda: next(moments))
+    first = sampler.sample()
+    # No sample newer than the last one read: NVML answers NOT_FOUND, nothing is known per
+    # process, and the rollup splits the device's utilisation equally.
+    second = sampler.sample()
+    sampler.close()
+    a100 = "GPU-11111111-2222-3333-4444-555555555555"
+    own = dict(first.filter(pl.col("gpu_uuid") == a100).select("pod", "process_util").iter_rows())
+    assert own == {
+        "llama-predictor-7d9f8b6c5d-x2k9p": pytest.approx(0.70),
+        "jupyter-ada-lovelace": pytest.approx(0.17),
+    }
+    assert second.get_column("process_util").null_count() == second.height
+    assert sampler.errors == []
+    rows = rollup_hourly(pl.concat([first, second]), interval_s=10, source="nvml")
+    busy = dict(
+        rows.filter(pl.col("gpu_uuid") == a100).select("pod", "gpu_seconds_busy").iter_rows()
+    )
+    assert busy["llama-predictor-7d9f8b6c5d-x2k9p"] == pytest.approx(10 * 0.70 + 10 * 0.87 / 2)
+    assert busy["jupyter-ada-lovelace"] == pytest.approx(10 * 0.17 + 10 * 0.87 / 2)
+    held = rows.filter(pl.col("gpu_uuid") == a100).get_column("gpu_seconds_held").to_list()
+    assert held == [10.0, 10.0]  # two 10-s samples, the GPU shared by two pods

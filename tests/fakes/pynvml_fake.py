@@ -54,6 +54,18 @@ class Process:
 
 
 @dataclass
+class ProcessUtilizationSample:
+    """``c_nvmlProcessUtilizationSample_t``: one process's percent over one driver sample."""
+
+    pid: int
+    timeStamp: int  # noqa: N815 - pynvml's field name; CPU timestamp in microseconds
+    smUtil: int  # noqa: N815
+    memUtil: int = 0  # noqa: N815
+    encUtil: int = 0  # noqa: N815
+    decUtil: int = 0  # noqa: N815
+
+
+@dataclass
 class Utilization:
     """``c_nvmlUtilization_t``: percent over the driver's last sample period."""
 
@@ -99,6 +111,8 @@ class Gpu:
     processes: list[Process] = field(default_factory=list)
     lost: bool = False
     uuid_as_bytes: bool = False
+    process_samples: list[ProcessUtilizationSample] | None = None
+    """What ``nvmlDeviceGetProcessUtilization`` keeps; None: the board does not support it."""
 
 
 class FakeNvml:
@@ -201,6 +215,19 @@ class FakeNvml:
         gpu = self._gpu(handle)
         mig = self._slice(handle)
         return list(gpu.processes if mig is None else mig.processes)
+
+    def nvmlDeviceGetProcessUtilization(
+        self, handle: Any, last_seen_time_stamp: int
+    ) -> list[ProcessUtilizationSample]:
+        """Samples newer than ``last_seen_time_stamp``; NOT_FOUND when there are none (as the
+        driver answers), NOT_SUPPORTED on boards and MIG devices without it."""
+        gpu = self._gpu(handle)
+        if gpu.process_samples is None or self._slice(handle) is not None:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        newer = [item for item in gpu.process_samples if item.timeStamp > last_seen_time_stamp]
+        if not newer:
+            raise NVMLError(NVML_ERROR_NOT_FOUND)
+        return newer
 
     # ---- MIG ----
     def nvmlDeviceGetMigMode(self, handle: Any) -> list[int]:
