@@ -173,6 +173,17 @@ class GpucostConfig(StrictModel):
     path: str | None = Field(default=None, exclude=True, description="Where it was loaded from.")
 
     @model_validator(mode="after")
+    def _some_source(self) -> GpucostConfig:
+        # Without a source every night "succeeds" with empty exports, which reads as a
+        # complete, zero-cost report; refuse it where the mistake is made.
+        if not self.sources:
+            raise ValueError(
+                "no [[sources]]: gpucost needs at least one source to collect from "
+                "(a [[sources]] table with a name and a kind)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _unique_names(self) -> GpucostConfig:
         for what, names in (
             ("source", [source.name for source in self.sources]),

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
+from typer.testing import CliRunner
 
+from gpucost.cli import app
 from gpucost.config import SecretRef, StrictModel, load_config, validate_config
 from gpucost.core.errors import ConfigError
 
@@ -207,3 +209,14 @@ def test_sources_must_be_tables() -> None:
         validate_config({"sources": {"name": "x"}})
     with pytest.raises(ConfigError, match=r"sources\[0\] \(x\): missing key `kind`"):
         validate_config({"sources": [{"name": "x"}]})
+
+
+def test_a_config_without_sources_is_refused(tmp_path: Path) -> None:
+    """Without a source every night would 'succeed' with empty exports."""
+    config = tmp_path / "gpucost.toml"
+    config.write_text(VALID[: VALID.index("[[sources]]")] + VALID[VALID.index("[[projects]]") :])
+    with pytest.raises(ConfigError, match=r"no \[\[sources\]\]: gpucost needs at least one source"):
+        load_config(config, environ={})
+    result = CliRunner().invoke(app, ["config", "check", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "no [[sources]]" in result.output

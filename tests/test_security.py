@@ -246,7 +246,11 @@ def write_secret_config(tmp_path: Path, secret_mode: int, config_mode: int) -> P
     secret_file = tmp_path / "metrics-token"
     secret_file.write_text(SECRET)
     secret_file.chmod(secret_mode)
-    config = ConfigWriter(tmp_path)(serve={"metrics_token": {"file": secret_file}})
+    config = ConfigWriter(tmp_path)(
+        serve={"metrics_token": {"file": secret_file}},
+        # A config needs a source (an empty one is a config error); its files are not read.
+        sources=[{"name": "finance-focus", "kind": "focus-files", "path": "focus/*.csv"}],
+    )
     config.chmod(config_mode)
     return config
 
