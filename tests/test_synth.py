@@ -298,10 +298,15 @@ def test_mig_slices_and_time_sliced_gpu_are_shared_by_projects(
     per_hour = sliced.group_by("hour", "gpu_uuid").agg(
         pl.col("pod").n_unique().alias("pods"),
         pl.col("namespace").n_unique().alias("namespaces"),
-        pl.col("util_max").sum().alias("util_max_sum"),
+        pl.col("util_max").n_unique().alias("util_max_values"),
+        pl.col("util_max").max(),
+        pl.col("gpu_seconds_held").sum(),
     )
     assert (per_hour["pods"] == 2).all() and (per_hour["namespaces"] == 2).all()
-    assert (per_hour["util_max_sum"] <= 1.0).all()
+    # Each pod's series carries the device's utilisation, as dcgm-exporter writes it; the two
+    # pods hold the GPU's hour between them.
+    assert (per_hour["util_max_values"] == 1).all() and (per_hour["util_max"] <= 1.0).all()
+    assert (per_hour["gpu_seconds_held"] == 3600.0).all()
     projects = {p["project"] for p in shared["time-sliced"]["pods"]}
     assert len(projects) == 2
 
@@ -364,11 +369,20 @@ def test_truth_follows_from_the_generated_rows(
     rows = usage.with_columns(
         fraction.alias("fraction"),
         project.alias("owner"),
-        pl.col("pod").count().over("hour", "gpu_uuid").alias("pods"),
+        pl.col("pod").count().over("hour", "gpu_uuid").clip(lower_bound=1).alias("pods"),
     ).with_columns(
-        (pl.col("util_avg") * pl.col("seconds_observed") * pl.col("fraction")).alias("used"),
+        # A time-sliced GPU's util_avg is the device's: its pods split it.
+        (
+            pl.col("util_avg") * pl.col("seconds_observed") * pl.col("fraction") / pl.col("pods")
+        ).alias("used"),
         (pl.col("seconds_observed") * pl.col("fraction") / pl.col("pods")).alias("held"),
     )
+    # The rollup's share columns say the same, row by row (rows with a pod).
+    differences = rows.filter(pl.col("pod").is_not_null()).select(
+        (pl.col("used") - pl.col("gpu_seconds_busy") * pl.col("fraction")).abs().max(),
+        (pl.col("held") - pl.col("gpu_seconds_held") * pl.col("fraction")).abs().max(),
+    )
+    assert max(differences.row(0)) < 1e-9, differences
     instance_cost = (
         _billing(parquet_fleet)
         .filter(pl.col("ResourceType") == "instance")

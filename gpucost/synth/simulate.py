@@ -177,7 +177,19 @@ def _scrape(fleet: Fleet, hourly: _Hourly, seed: int, *, keep_samples: bool) -> 
     util_sum = np.zeros((count, hours), dtype=np.int32)
     util_max = np.zeros((count, hours), dtype=np.uint8)
     samples = np.zeros((count, hours, SAMPLES_PER_HOUR), dtype=np.uint8) if keep_samples else None
-    _sample_chunks(fleet, level, seed, util_sum, util_max, samples)
+    devices = _time_sliced_devices(fleet)
+    kept: dict[int, npt.NDArray[np.int16]] = {}
+    _sample_chunks(fleet, level, seed, util_sum, util_max, samples, kept, devices)
+    for members in devices:
+        # dcgm-exporter reports the device's utilisation on every sharing pod's series: the
+        # pods' own activity adds up on the device (their caps keep the sum within 100 %).
+        device = np.clip(sum(kept[member] for member in members), 0, 100)
+        rows = np.array(members, dtype=np.int64)
+        util_sum[rows] = device.sum(axis=1, dtype=np.int32)
+        util_max[rows] = device.max(axis=1)
+        if samples is not None:
+            samples[rows] = device.astype(np.uint8)
+        level[rows] = level[rows].max(axis=0)
     gpus = [fleet.hosts[u.host_index].itype.gpu for u in fleet.units]
     idle_mw, step_mw = power_coefficients(gpus)
     idle_mhz, top_mhz, step_mhz = clock_coefficients(gpus)
@@ -192,6 +204,15 @@ def _scrape(fleet: Fleet, hourly: _Hourly, seed: int, *, keep_samples: bool) -> 
     )
 
 
+def _time_sliced_devices(fleet: Fleet) -> list[list[int]]:
+    """The GPU rows of each time-sliced GPU (rows sharing one GPU by pods)."""
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for index, unit in enumerate(fleet.units):
+        if unit.share_divisor > 1:
+            groups[(unit.host_index, unit.gpu_index)].append(index)
+    return [members for _, members in sorted(groups.items())]
+
+
 def _sample_chunks(
     fleet: Fleet,
     level: npt.NDArray[np.int16],
@@ -199,8 +220,12 @@ def _sample_chunks(
     util_sum: npt.NDArray[np.int32],
     util_max: npt.NDArray[np.uint8],
     samples: npt.NDArray[np.uint8] | None,
+    kept: dict[int, npt.NDArray[np.int16]],
+    devices: Sequence[Sequence[int]],
 ) -> None:
-    """Fill the hourly sums and maxima (and the samples) chunk by chunk, a stream per chunk."""
+    """Fill the hourly sums and maxima (and the samples) chunk by chunk, a stream per chunk;
+    the samples of time-sliced GPU rows (``devices``) are kept in ``kept`` by row."""
+    wanted = {member for members in devices for member in members}
     count, hours = level.shape
     noise_pct = fleet.unit_array("noise_pct").astype(np.int16)
     max_pct = fleet.unit_array("max_pct").astype(np.int16)
@@ -218,6 +243,9 @@ def _sample_chunks(
         util_max[part] = pct.max(axis=2)
         if samples is not None:
             samples[part] = pct
+        for member in wanted:
+            if first <= member < part.stop:
+                kept[member] = pct[member - first].copy()
 
 
 def power_coefficients(gpus: Sequence[GpuModel | None]) -> tuple[Int64Array, Int64Array]:

@@ -3,8 +3,10 @@
 All money is written as Decimal strings rounded half-even to 18 places, from exact fractions;
 GPU-seconds as numbers. Per GPU row (one GPU, MIG slice or time-sliced pod, per hour):
 
-* *used* GPU-seconds = mean utilisation x seconds observed x slice fraction, where a MIG slice
-  ``Ng.*`` is N/7 of the GPU and a full GPU (or a time-sliced pod) is 1;
+* *used* GPU-seconds = mean utilisation x seconds observed x slice fraction / pods sharing the
+  GPU, where a MIG slice ``Ng.*`` is N/7 of the GPU and a full GPU is 1; a time-sliced GPU's
+  utilisation is the device's (dcgm-exporter repeats it on each pod's series and cannot tell
+  the pods apart), so its busy time is split equally among its pods, never counted twice;
 * *held* GPU-seconds = seconds observed x slice fraction / pods sharing the GPU, for rows with a
   pod; rows without a pod hold nothing;
 * a host's *idle* GPU-seconds = GPUs x seconds in the window - used GPU-seconds on it;
@@ -12,8 +14,8 @@ GPU-seconds as numbers. Per GPU row (one GPU, MIG slice or time-sliced pod, per 
   EffectiveCost for that hour x (project's used GPU-seconds / (GPUs x 3600)); the rest of the
   host's cost is idle cost, reported per host and under the host's ``project`` tag (owner).
 
-Sums are kept in seventh-seconds (a MIG slice is a whole number of sevenths of a GPU) so that
-they stay integers until they are written.
+Sums are kept in fourteenth-seconds (a MIG slice is a whole number of sevenths of a GPU, a pod
+of a GPU time-sliced by two a half) so that they stay integers until they are written.
 """
 
 from __future__ import annotations
@@ -36,10 +38,14 @@ from gpucost.synth.fleet import MIG_COMPUTE_SLICES, Fleet, Host, Project
 from gpucost.synth.roster import RosterRow
 from gpucost.synth.simulate import SCRAPE_INTERVAL_S, Simulation
 
+UNITS_PER_GPU: Final = 2 * MIG_COMPUTE_SLICES
+"""Ledger units per GPU-second: fourteenths keep MIG sevenths and time-sliced halves whole."""
+
 TRUTH_DEFINITIONS: Final = {
     "gpu_seconds_used": "per GPU row (GPU, MIG slice or time-sliced pod) and hour: util_avg x "
-    "seconds_observed x slice fraction (MIG Ng.* = N/7, otherwise 1), summed by the project "
-    "whose namespace prefix the row's pod carries",
+    "seconds_observed x slice fraction (MIG Ng.* = N/7, otherwise 1) / pods sharing the GPU "
+    "(util_avg of a time-sliced GPU is the device's), summed by the project whose namespace "
+    "prefix the row's pod carries",
     "gpu_seconds_held": "seconds_observed x slice fraction / pods sharing the GPU, for rows "
     "with a pod",
     "idle_gpu_seconds": "per host: GPUs x seconds in the window - GPU-seconds used on it",
@@ -57,7 +63,7 @@ Int64Array = npt.NDArray[np.int64]
 
 @dataclass
 class _Ledger:
-    """Per project and overall sums, in seventh-seconds and exact fractions of USD."""
+    """Per project and overall sums, in fourteenth-seconds and exact fractions of USD."""
 
     used: Counter[str] = field(default_factory=Counter)
     held: Counter[str] = field(default_factory=Counter)
@@ -87,7 +93,7 @@ def truth(
     arguments: Mapping[str, object],
 ) -> dict[str, object]:
     """The whole ``truth.json`` document (keys are sorted when it is written)."""
-    used_by, held_by = _seventh_seconds(fleet, sim)
+    used_by, held_by = _ledger_seconds(fleet, sim)
     ledger = _Ledger()
     hosts = _host_truths(fleet, billing, used_by, held_by, hours, ledger)
     total_used = sum(ledger.cost.values(), Fraction(0))
@@ -119,8 +125,8 @@ def truth(
     }
 
 
-def _seventh_seconds(fleet: Fleet, sim: Simulation) -> tuple[Int64Array, Int64Array]:
-    """GPU-seconds used and held, x 7, per host (rows) and project (columns; 0: no pod)."""
+def _ledger_seconds(fleet: Fleet, sim: Simulation) -> tuple[Int64Array, Int64Array]:
+    """GPU-seconds used and held, x 14, per host (rows) and project (columns; 0: no pod)."""
     projects, hosts = fleet.projects, fleet.hosts
     project_index = {p.name: i + 1 for i, p in enumerate(projects)}
     workload_project = np.array(
@@ -129,11 +135,11 @@ def _seventh_seconds(fleet: Fleet, sim: Simulation) -> tuple[Int64Array, Int64Ar
     sevenths = fleet.unit_array("sevenths")
     share = fleet.unit_array("share_divisor")
     host_of = fleet.unit_array("host_index")
-    # Seventh-seconds keep MIG fractions integral: a sample of p % for 300 s is 3 p GPU-seconds.
-    busy_units = sim.util_sum.astype(np.int64) * (SCRAPE_INTERVAL_S // 100) * sevenths[:, None]
-    held_units = np.where(
-        sim.workload > 0, (SECONDS_PER_HOUR * sevenths // share)[:, None], 0
-    ).astype(np.int64)
+    # Fourteenth-seconds keep MIG fractions and time-sliced halves integral: a sample of p % for
+    # 300 s is 3 p GPU-seconds; a time-sliced GPU's is split among its pods.
+    units = 2 * sevenths // share
+    busy_units = sim.util_sum.astype(np.int64) * (SCRAPE_INTERVAL_S // 100) * units[:, None]
+    held_units = np.where(sim.workload > 0, (SECONDS_PER_HOUR * units)[:, None], 0).astype(np.int64)
     owner = workload_project[sim.workload]
     keys = (host_of[:, None] * (len(projects) + 1) + owner).ravel()
     size = len(hosts) * (len(projects) + 1)
@@ -163,10 +169,10 @@ def _host_truths(
         gpu_count = host.itype.gpu_count
         if not gpu_count:
             continue
-        capacity = gpu_count * MIG_COMPUTE_SLICES * SECONDS_PER_HOUR * hours
+        capacity = gpu_count * UNITS_PER_GPU * SECONDS_PER_HOUR * hours
         hourly = billing.host_hourly_effective.get(host.resource_id)
         per_unit = (
-            Fraction(hourly) / (gpu_count * MIG_COMPUTE_SLICES * SECONDS_PER_HOUR)
+            Fraction(hourly) / (gpu_count * UNITS_PER_GPU * SECONDS_PER_HOUR)
             if hourly is not None
             else None
         )
@@ -202,9 +208,9 @@ def _host_entry(host: Host, capacity: int, host_used: int) -> dict[str, object]:
         "pattern": host.pattern,
         "owner_project": host.owner.name if host.tagged else None,
         "gpu_count": host.itype.gpu_count,
-        "capacity_gpu_seconds": capacity / MIG_COMPUTE_SLICES,
-        "used_gpu_seconds": host_used / MIG_COMPUTE_SLICES,
-        "idle_gpu_seconds": (capacity - host_used) / MIG_COMPUTE_SLICES,
+        "capacity_gpu_seconds": capacity / UNITS_PER_GPU,
+        "used_gpu_seconds": host_used / UNITS_PER_GPU,
+        "idle_gpu_seconds": (capacity - host_used) / UNITS_PER_GPU,
         "gpu_cost": None,
         "gpu_cost_idle": None,
     }
@@ -230,8 +236,8 @@ def _project_truths(
             "cost_center": p.cost_center,
             "team": p.team,
             "namespace_prefix": p.name,
-            "gpu_seconds_used": ledger.used[p.name] / MIG_COMPUTE_SLICES,
-            "gpu_seconds_held": ledger.held[p.name] / MIG_COMPUTE_SLICES,
+            "gpu_seconds_used": ledger.used[p.name] / UNITS_PER_GPU,
+            "gpu_seconds_held": ledger.held[p.name] / UNITS_PER_GPU,
             "gpu_cost_used": money(ledger.cost[p.name]),
             "gpu_cost_idle_owned": money(ledger.idle_cost_owned[p.name]),
             "people": people[p.name],

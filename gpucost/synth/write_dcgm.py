@@ -3,9 +3,9 @@
 Each file holds the hour's 12 scrapes with millisecond timestamps, family by family in the
 order of dcgm-exporter's default-counters.csv. ``DCGM_FI_PROF_GR_ENGINE_ACTIVE`` carries the
 utilisation as a ratio. MIG GPUs report no ``DCGM_FI_DEV_GPU_UTIL`` (NVML does not support it in
-MIG mode), only per-instance series. On a time-sliced GPU the real exporter repeats the device's
-values on each pod's series; synth writes each pod's own share instead, so that "split by use"
-has a ground truth.
+MIG mode), only per-instance series. On a time-sliced GPU each pod's series carries the device's
+values, as the real exporter writes them (it cannot tell the pods apart); the truth splits the
+device's busy time equally among the pods present.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import polars as pl
 from gpucost.core.contracts import GPU_USAGE
 from gpucost.synth.common import MIB, SECONDS_PER_HOUR, SOURCE
 from gpucost.synth.fleet import Fleet
-from gpucost.synth.simulate import SAMPLES_PER_HOUR, Simulation
+from gpucost.synth.simulate import SAMPLES_PER_HOUR, SCRAPE_INTERVAL_S, Simulation
 
 
 def write_gpu_usage(
@@ -32,10 +32,17 @@ def usage_frame(fleet: Fleet, sim: Simulation, window_start: datetime, hours: in
     per_workload = _workload_frame(fleet).select(
         pl.all().gather(pl.Series(sim.workload.T.ravel().astype(np.int64)))
     )
+    # The rollup's share columns: a time-sliced GPU's pods each hold half of it and get half
+    # of the device's busy time (collector.gpu_rollup); a row without a pod holds nothing.
+    share = fleet.unit_array("share_divisor")[:, None].astype(np.float64)
+    held = np.where(sim.workload > 0, SECONDS_PER_HOUR / share, 0.0)
+    busy = sim.util_sum * (SCRAPE_INTERVAL_S / 100.0) / share
     measures = pl.DataFrame(
         {
             "hour": pl.Series(start_us + hour_index * 3_600_000_000).cast(pl.Datetime("us", "UTC")),
             "seconds_observed": np.full(count * hours, float(SECONDS_PER_HOUR)),
+            "gpu_seconds_held": held.T.ravel(),
+            "gpu_seconds_busy": busy.T.ravel(),
             "util_avg": sim.util_sum.T.ravel() / (100.0 * SAMPLES_PER_HOUR),
             "util_max": sim.util_max.T.ravel() / 100.0,
             "mem_used_max_bytes": sim.mem_mib.T.ravel().astype(np.int64) * MIB,

@@ -253,11 +253,11 @@ def test_gpucost_collect_matches_the_synthetic_truth(tmp_path: Path, synth_fleet
     assert rows.height == truth["fleet"]["usage_rows"] == 288
     assert set(rows.get_column("seconds_observed")) == {3600.0}
 
-    # GPU-seconds per project, with truth.json's own definitions (see its "definitions").
+    # GPU-seconds per project from the rollup's share columns, against truth.json's own
+    # definitions (see its "definitions"): the columns are seconds of the GPU or MIG slice.
     fraction = (
         pl.col("mig_profile").str.extract(r"^(\d)g", 1).cast(pl.Float64).truediv(7).fill_null(1.0)
     )
-    pods_sharing = pl.col("pod").count().over("hour", "gpu_uuid")
     prefixes = {name: project["namespace_prefix"] for name, project in truth["projects"].items()}
     project = pl.lit(None, dtype=pl.String)
     for name, prefix in prefixes.items():
@@ -269,10 +269,8 @@ def test_gpucost_collect_matches_the_synthetic_truth(tmp_path: Path, synth_fleet
     per_project = (
         rows.with_columns(
             project.alias("p"),
-            (pl.col("util_avg") * pl.col("seconds_observed") * fraction).alias("used"),
-            pl.when(pl.col("pod").is_not_null())
-            .then(pl.col("seconds_observed") * fraction / pods_sharing)
-            .alias("held"),
+            (pl.col("gpu_seconds_busy") * fraction).alias("used"),
+            (pl.col("gpu_seconds_held") * fraction).alias("held"),
         )
         .filter(pl.col("p").is_not_null())
         .group_by("p")
@@ -316,6 +314,8 @@ def test_recorded_rollup_equals_synths_own_rollup(tmp_path: Path, synth_fleet: P
     assert joined.height == reference.height == landed.height
     for column in (
         "seconds_observed",
+        "gpu_seconds_held",
+        "gpu_seconds_busy",
         "util_avg",
         "util_max",
         "mem_used_max_bytes",
