@@ -6,7 +6,9 @@ per series and instant, where a *series* is one GPU (or MIG slice) x one workloa
 one ``gpu_usage`` row per UTC hour x series:
 
 ``seconds_observed``
-    Each sample stands for ``min(interval_s, time to the next sample of the same series)``,
+    Each sample stands for ``min(interval_s, time to the next sample of the same series)``
+    (for the series' last sample: to the device's next sample, so that a pod handing the GPU
+    over between two scrapes is not counted past the scrape that shows the next pod),
     counted in the hour the sample was taken; the hour's sum is capped at 3600. A missed scrape
     therefore leaves the hour below 3600 and nothing is ever invented: the last sample before a
     gap counts one interval, not the gap. Two samples of one series at the same instant (a page
@@ -288,9 +290,19 @@ def rollup_hourly(
         )
     keys = list(SERIES_KEYS)
     time = pl.col("time")
-    covered_s = (
-        (time.shift(-1).over(keys, order_by="time") - time).dt.total_microseconds() / 1e6
-    ).clip(upper_bound=interval_s)
+    # A sample stands until the series' next sample; the last sample of a series (a pod that
+    # left, a handover) stands until the device's next sample, where the next pod already
+    # shows, and never longer than one interval.
+    next_time = pl.coalesce(time.shift(-1).over(keys, order_by="time"), pl.col("__device_next"))
+    covered_s = ((next_time - time).dt.total_microseconds() / 1e6).clip(upper_bound=interval_s)
+    device_instants = (
+        conformed.select(*DEVICE_KEYS, "time")
+        .unique()
+        .sort([*DEVICE_KEYS, "time"])
+        .with_columns(
+            time.shift(-1).over(list(DEVICE_KEYS), order_by="time").alias("__device_next")
+        )
+    )
     instant = [*DEVICE_KEYS, "time"]
     workloads_now = pl.col("pod").is_not_null().cast(pl.Int64).sum().over(instant)
     series_now = pl.len().over(instant)
@@ -314,8 +326,10 @@ def rollup_hourly(
         conformed.group_by([*keys, "time"])
         .agg([pl.col(name).first(ignore_nulls=True) for name in (*_ATTRIBUTES, *_MEASURES)])
         # A fixed row order makes float sums, and so the lake's bytes, the same on every run.
+        .join(device_instants, on=[*DEVICE_KEYS, "time"], how="left", maintain_order="left")
         .sort([*keys, "time"], nulls_last=False)
         .with_columns(covered_s.fill_null(interval_s).alias("covered_s"))
+        .drop("__device_next")
         .with_columns(
             (pl.col("covered_s") * held_share).alias("held_s"),
             (pl.col("covered_s") * busy_fraction).alias("busy_s"),

@@ -208,3 +208,35 @@ def test_spool_keeps_days_and_prunes(tmp_path: Path) -> None:
     assert spool.append(samples([])[:0], now=T0) == []
     with pytest.raises(ValueError, match="retention_days"):
         SampleSpool(tmp_path, retention_days=0)
+
+
+def test_shares_follow_the_samples_not_the_hour() -> None:
+    # One GPU scraped every minute, counted up to 300 s a sample: pod a holds it from minute 0
+    # to 20, pod b from 20 to 60 (its sample at 60:00 opens the next hour); a third pod
+    # time-slices it with b from minute 40, the device 60 % busy throughout.
+    minutes = range(61)
+    holders = [["a"] if m < 20 else ["b"] if m < 40 else ["b", "c"] for m in minutes]
+    frames = [
+        samples([60.0 * m], namespace="ns", pod=pod, util=0.6)
+        for m, pods in zip(minutes, holders, strict=True)
+        for pod in pods
+    ]
+    rows = rollup_hourly(pl.concat(frames), interval_s=300, source="s").filter(pl.col("hour") == T0)
+    shares = {
+        pod: (held, busy)
+        for pod, held, busy in rows.select(
+            "pod", "gpu_seconds_held", "gpu_seconds_busy"
+        ).iter_rows()
+    }
+    # a's last sample (minute 19) stands until the device's next one (minute 20), not 300 s.
+    assert shares["a"] == pytest.approx((1200.0, 720.0))
+    assert shares["b"] == pytest.approx((1200.0 + 1200.0 / 2, (1200.0 + 600.0) * 0.6))
+    assert shares["c"] == pytest.approx((600.0, 360.0))
+    held = sum(held for held, _ in shares.values())
+    assert held == pytest.approx(3600.0)  # the GPU was held the whole hour, never more
+
+
+def test_a_gpu_without_a_workload_is_busy_once_and_held_by_nobody() -> None:
+    idle = samples([0.0, 60.0], util=0.25)
+    row = rollup_hourly(idle, interval_s=60, source="s").row(0, named=True)
+    assert (row["gpu_seconds_held"], row["gpu_seconds_busy"]) == (0.0, 30.0)
