@@ -14,6 +14,7 @@ from typing import Final, Literal
 from gpucost.synth.billing import Billing, build_billing
 from gpucost.synth.fleet import MIN_GPUS, Fleet, build_fleet, make_projects
 from gpucost.synth.roster import RosterRow, draw_roster, write_roster
+from gpucost.synth.scenarios import write_scenarios
 from gpucost.synth.simulate import Simulation, simulate
 from gpucost.synth.truth import truth
 from gpucost.synth.write_dcgm import write_dcgm
@@ -40,6 +41,8 @@ class SynthSummary:
     usage_format: Literal["dcgm", "parquet"]
     usage_path: Path
     """``gpu_usage.parquet`` or the ``dcgm/`` folder."""
+    scenarios_dir: Path
+    """``scenarios/``: hosts with minute-level truth (:mod:`gpucost.synth.scenarios`)."""
     files: tuple[Path, ...] = field(repr=False)
     """Every file written, sorted (dcgm files included)."""
     hosts: int
@@ -68,6 +71,7 @@ class _Paths:
     truth_json: Path
     usage_parquet: Path
     dcgm_dir: Path
+    scenarios_dir: Path
 
     @classmethod
     def under(cls, out_dir: Path) -> _Paths:
@@ -80,12 +84,14 @@ class _Paths:
             truth_json=out_dir / "truth.json",
             usage_parquet=out_dir / "gpu_usage.parquet",
             dcgm_dir=out_dir / "dcgm",
+            scenarios_dir=out_dir / "scenarios",
         )
 
     def clear(self) -> None:
         """Remove what an earlier run wrote here (only synth's own paths)."""
-        if self.dcgm_dir.is_dir():
-            shutil.rmtree(self.dcgm_dir)
+        for folder in (self.dcgm_dir, self.scenarios_dir):
+            if folder.is_dir():
+                shutil.rmtree(folder)
         for path in (
             self.billing_csv,
             self.inventory_csv,
@@ -152,6 +158,8 @@ def generate(
     ``dcgm/{host}/{YYYY-MM-DDTHH}.prom`` (one per host and hour, 12 timestamped scrapes) when
     ``usage_format`` is ``"dcgm"`` or ``"auto"`` with ``gpus <= 64``, else
     ``gpu_usage.parquet`` in the ``gpu_usage`` contract. The fleet has exactly ``gpus`` GPUs.
+    ``scenarios/`` holds a few more hosts with minute-level truth, apart from the fleet
+    (:mod:`gpucost.synth.scenarios`).
     Outputs of an earlier run in the same folder are replaced. Same arguments, same bytes.
     """
     resolved = _resolve_usage_format(gpus, days, projects, seed, usage_format)
@@ -172,6 +180,9 @@ def generate(
     paths.out_dir.mkdir(parents=True, exist_ok=True)
     paths.clear()
     billing_rows, usage_files = _write_files(paths, world, seed)
+    usage_files += write_scenarios(
+        paths.scenarios_dir, project_list, window_start, _random(seed, "scenarios")
+    )
     arguments = {
         "gpus": gpus,
         "days": days,
@@ -230,6 +241,7 @@ def _summary(
         truth_json=paths.truth_json,
         usage_format=world.usage_format,
         usage_path=paths.dcgm_dir if dcgm else paths.usage_parquet,
+        scenarios_dir=paths.scenarios_dir,
         files=tuple(sorted(files)),
         hosts=len(fleet.hosts),
         gpu_hosts=sum(1 for host in fleet.hosts if host.itype.gpu_count),
@@ -238,7 +250,7 @@ def _summary(
         people=len({row.person_id for row in world.roster}),
         billing_rows=billing_rows,
         usage_rows=len(fleet.units) * world.hours,
-        dcgm_files=len(usage_files),
+        dcgm_files=sum(1 for path in usage_files if path.is_relative_to(paths.dcgm_dir)),
         billed_cost_total=billing.billed_total,
         effective_cost_total=billing.effective_total,
         anomalies=len(fleet.anomalies),
