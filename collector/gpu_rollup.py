@@ -295,14 +295,10 @@ def rollup_hourly(
     # shows, and never longer than one interval.
     next_time = pl.coalesce(time.shift(-1).over(keys, order_by="time"), pl.col("__device_next"))
     covered_s = ((next_time - time).dt.total_microseconds() / 1e6).clip(upper_bound=interval_s)
-    device_instants = (
-        conformed.select(*DEVICE_KEYS, "time")
-        .unique()
-        .sort([*DEVICE_KEYS, "time"])
-        .with_columns(
-            time.shift(-1).over(list(DEVICE_KEYS), order_by="time").alias("__device_next")
-        )
-    )
+    # The device's next instant, on rows sorted by device and time: the next row's time where
+    # it differs, carried back over the rows of the same instant.
+    following = time.shift(-1).over(list(DEVICE_KEYS))
+    device_next = pl.when(following != time).then(following).backward_fill().over(list(DEVICE_KEYS))
     instant = [*DEVICE_KEYS, "time"]
     workloads_now = pl.col("pod").is_not_null().cast(pl.Int64).sum().over(instant)
     series_now = pl.len().over(instant)
@@ -326,7 +322,8 @@ def rollup_hourly(
         conformed.group_by([*keys, "time"])
         .agg([pl.col(name).first(ignore_nulls=True) for name in (*_ATTRIBUTES, *_MEASURES)])
         # A fixed row order makes float sums, and so the lake's bytes, the same on every run.
-        .join(device_instants, on=[*DEVICE_KEYS, "time"], how="left", maintain_order="left")
+        .sort([*DEVICE_KEYS, "time"])
+        .with_columns(device_next.alias("__device_next"))
         .sort([*keys, "time"], nulls_last=False)
         .with_columns(covered_s.fill_null(interval_s).alias("covered_s"))
         .drop("__device_next")
