@@ -14,9 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 GpuBasis = Literal["usage", "allocation", "max"]
 """How a GPU host's cost is split over the projects that ran on it, per hour:
 
-* ``usage``: busy GPU-seconds (utilisation x seconds x MIG slice fraction);
-* ``allocation``: GPU-seconds held (seconds x slice fraction / pods sharing the GPU), whatever
-  the utilisation: the view of Kubernetes requests, OpenCost and Kubecost;
+* ``usage``: busy GPU-seconds (``gpu_seconds_busy`` x MIG slice fraction: each sample's share
+  of the device's utilisation among the pods present);
+* ``allocation``: GPU-seconds held (``gpu_seconds_held`` x slice fraction: each sample's
+  1/n among the pods present), whatever the utilisation: the view of Kubernetes requests,
+  OpenCost and Kubecost;
 * ``max``: per GPU row the larger of the two (capped at the GPU's seconds).
 """
 IdlePolicy = Literal["owner", "users", "separate"]
