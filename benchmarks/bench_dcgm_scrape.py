@@ -27,7 +27,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gpucost.collector.dcgm_exporter import DcgmExporter  # noqa: E402
+from gpucost.collector.base import CollectorContext  # noqa: E402
+from gpucost.collector.dcgm_exporter import DcgmExporter, DcgmExporterSettings  # noqa: E402
 from gpucost.collector.dcgm_text import iter_samples  # noqa: E402
 from gpucost.core.window import Window  # noqa: E402
 
@@ -140,13 +141,14 @@ def main() -> None:
             1 for line in sample.decode().splitlines() if line and not line.startswith("#")
         )
         now = datetime.now(UTC)
-        source = DcgmExporter(
-            "bench",
+        settings = DcgmExporterSettings(
+            name="bench",
+            kind="dcgm-exporter",
             targets=targets,
             timeout_s=arguments.timeout,
             max_workers=arguments.workers,
-            clock=lambda: now,
         )
+        source = DcgmExporter(settings, CollectorContext(clock=lambda: now))
         window = Window(now.date(), now.date().fromordinal(now.date().toordinal() + 1))
         started = time.perf_counter()
         collected = source.collect(window)
